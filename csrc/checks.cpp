@@ -1,0 +1,74 @@
+#include "checks.h"
+
+#include <c10/util/Exception.h>
+
+namespace fusedmlp {
+namespace {
+
+void check_same_device(const char* op, const char* name, const at::Tensor& t,
+                       const at::Tensor& x) {
+  TORCH_CHECK(t.device() == x.device(), op, ": expected ", name,
+              " on the same device as x (", x.device(), "), got ", t.device());
+}
+
+void check_same_dtype(const char* op, const char* name, const at::Tensor& t,
+                      const at::Tensor& x) {
+  TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": expected ", name,
+              " to have the dtype of x (", x.scalar_type(), "), got ", t.scalar_type());
+}
+
+void check_x_and_weight(const char* op, const at::Tensor& x, const at::Tensor& weight) {
+  TORCH_CHECK(x.dim() >= 1, op,
+              ": expected x of shape (..., in_features) with at least 1 dimension, got a 0-D "
+              "tensor");
+  TORCH_CHECK(weight.dim() == 2, op,
+              ": expected weight of shape (out_features, in_features), got a ", weight.dim(),
+              "-D tensor of shape ", weight.sym_sizes());
+  TORCH_CHECK(x.is_floating_point(), op,
+              ": expected x to be a floating-point tensor (float32 or float64), got ",
+              x.scalar_type());
+  check_same_dtype(op, "weight", weight, x);
+  check_same_device(op, "weight", weight, x);
+  TORCH_CHECK(x.sym_size(-1) == weight.sym_size(1), op, ": expected x of shape (..., ",
+              weight.sym_size(1), ") to match weight of shape ", weight.sym_sizes(),
+              " (in_features = ", weight.sym_size(1), "), got x of shape ", x.sym_sizes());
+}
+
+}  // namespace
+
+void check_linear_relu_args(const at::Tensor& x, const at::Tensor& weight,
+                            const std::optional<at::Tensor>& bias) {
+  constexpr const char* op = "fusedmlp.linear_relu";
+  check_x_and_weight(op, x, weight);
+  if (bias.has_value() && bias->defined()) {
+    TORCH_CHECK(bias->dim() == 1 && bias->sym_size(0) == weight.sym_size(0), op,
+                ": expected bias of shape (", weight.sym_size(0),
+                ",) = (out_features,) or None, got shape ", bias->sym_sizes());
+    check_same_dtype(op, "bias", *bias, x);
+    check_same_device(op, "bias", *bias, x);
+  }
+}
+
+void check_linear_relu_backward_args(const at::Tensor& grad_y, const at::Tensor& x,
+                                     const at::Tensor& weight, const at::Tensor& y) {
+  constexpr const char* op = "fusedmlp.linear_relu_backward";
+  check_x_and_weight(op, x, weight);
+  const auto leading = x.sym_sizes().slice(0, x.dim() - 1);
+  for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"grad_y", grad_y},
+                                std::pair<const char*, const at::Tensor&>{"y", y}}) {
+    check_same_dtype(op, name, t, x);
+    check_same_device(op, name, t, x);
+    TORCH_CHECK(t.dim() == x.dim() && t.sym_sizes().slice(0, x.dim() - 1).equals(leading) &&
+                    t.sym_size(-1) == weight.sym_size(0),
+                op, ": expected ", name, " of shape x.shape[:-1] + (out_features,) = ",
+                leading, " + (", weight.sym_size(0), ",), got ", t.sym_sizes());
+  }
+}
+
+std::vector<int64_t> linear_relu_output_shape(const at::Tensor& x, const at::Tensor& weight) {
+  std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
+  shape.push_back(weight.size(0));
+  return shape;
+}
+
+}  // namespace fusedmlp

@@ -1,0 +1,239 @@
+// Blocking loops and packing, written once for every ISA and dtype; only the register
+// micro-kernel (isa_*.cpp) differs. Loop order (BLIS names):
+//   task (ic, jc) in parallel -> pc (K blocks, fixed order) -> pack B block, pack A block
+//     -> ir (MR panels of A; one A micro-panel stays in L1) -> jr (NR panels of B, from L2)
+// The K reduction of every output element runs in one thread in a fixed order, so the
+// result is bitwise identical for any thread count.
+#include "cpu/gemm.h"
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <new>
+#include <vector>
+
+#include "cpu/isa.h"
+
+namespace fusedmlp::cpu {
+namespace {
+
+constexpr int kMaxMR = 16;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
+
+template <typename T>
+MicroKernel<T> pick(const MicroKernels& set);
+template <>
+MicroKernel<float> pick<float>(const MicroKernels& set) { return set.f32; }
+template <>
+MicroKernel<double> pick<double>(const MicroKernels& set) { return set.f64; }
+
+template <typename T>
+MicroKernel<T> active_microkernel() {
+  static const MicroKernels generic = generic_microkernels();
+  static const MicroKernels avx2 = best_isa() >= Isa::avx2 ? avx2_microkernels() : generic;
+  static const MicroKernels avx512 = best_isa() >= Isa::avx512 ? avx512_microkernels() : generic;
+  switch (active_isa()) {
+    case Isa::avx512: return pick<T>(avx512);
+    case Isa::avx2: return pick<T>(avx2);
+    case Isa::generic: break;
+  }
+  return pick<T>(generic);
+}
+
+// Per-thread packing buffers, 64-byte aligned, grown on demand and reused across calls
+// (no allocation per call once warm).
+class ScratchBuffers {
+ public:
+  ~ScratchBuffers() {
+    for (void* p : data_) std::free(p);
+  }
+  template <typename T>
+  T* get(int slot, int64_t count) {
+    const size_t bytes = static_cast<size_t>(round_up(std::max<int64_t>(count, 1) * sizeof(T), 64));
+    if (bytes > size_[slot]) {
+      std::free(data_[slot]);
+      data_[slot] = std::aligned_alloc(64, bytes);
+      size_[slot] = data_[slot] ? bytes : 0;
+      if (!data_[slot]) throw std::bad_alloc();
+    }
+    return static_cast<T*>(data_[slot]);
+  }
+
+ private:
+  void* data_[2] = {nullptr, nullptr};
+  size_t size_[2] = {0, 0};
+};
+
+template <typename T>
+T* scratch(int slot, int64_t count) {
+  thread_local ScratchBuffers buffers;
+  return buffers.get<T>(slot, count);
+}
+
+struct Blocking {
+  int64_t mc, nc, kc;  // block sizes (mc % MR == 0, nc % NR == 0)
+  int64_t m_blocks, n_blocks;
+};
+
+// Cache-sized blocks (Cascade Lake: 32 KiB L1d, 1 MiB L2), shrunk so that small problems
+// still give every thread a task. Expressed in bytes so fp64 gets half the elements.
+Blocking choose_blocking(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t elem_size,
+                         int64_t threads) {
+  const int64_t kc_max = 1024 / elem_size;  // A micro-panel MR x KC: 8 KiB in L1
+  const int64_t nc_max = 2048 / elem_size;  // B block KC x NC: 512 KiB in L2
+  const int64_t mc_max = 192;               // A block MC x KC: 192 KiB (fp32)
+  Blocking b{};
+  b.kc = std::max<int64_t>(1, ceil_div(k, std::max<int64_t>(1, ceil_div(k, kc_max))));
+  int64_t m_blocks = ceil_div(m, mc_max), n_blocks = ceil_div(n, nc_max);
+  const int64_t m_panels = ceil_div(m, mr), n_panels = ceil_div(n, nr);
+  while (m_blocks * n_blocks < threads) {
+    const bool can_m = m_blocks < m_panels, can_n = n_blocks < n_panels;
+    if (!can_m && !can_n) break;
+    if (can_n && (!can_m || ceil_div(n, n_blocks) >= ceil_div(m, m_blocks))) {
+      ++n_blocks;
+    } else {
+      ++m_blocks;
+    }
+  }
+  b.mc = round_up(ceil_div(m, m_blocks), mr);
+  b.nc = round_up(ceil_div(n, n_blocks), nr);
+  b.m_blocks = ceil_div(m, b.mc);
+  b.n_blocks = ceil_div(n, b.nc);
+  return b;
+}
+
+// ReLU mask of the backward pass, matching torch's threshold_backward(grad, y, 0):
+// the gradient is dropped where y <= 0 and kept elsewhere (also where y is NaN).
+template <typename T>
+bool keep(T y) {
+  return !(y <= T(0));
+}
+
+// Packs rows [i0, i0+mc) x cols [p0, p0+kc) of A into MR-row panels, k-major, zero padded,
+// applying the mask and adding each row's sum to row_sums when given.
+template <typename T, bool kMasked>
+void pack_a_block(const GemmProblem<T>& pb, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
+                  int mr, T* dst, T* row_sums, bool first_k_block) {
+  for (int64_t ir = 0; ir < mc; ir += mr) {
+    const int rows = static_cast<int>(std::min<int64_t>(mr, mc - ir));
+    T* panel = dst + ir * kc;
+    T sums[kMaxMR] = {};
+    for (int64_t p = 0; p < kc; ++p) {
+      T* out = panel + p * mr;
+      for (int i = 0; i < rows; ++i) {
+        T v = pb.a(i0 + ir + i, p0 + p);
+        if (kMasked && !keep(pb.a_mask(i0 + ir + i, p0 + p))) v = T(0);
+        out[i] = v;
+        sums[i] += v;
+      }
+      for (int i = rows; i < mr; ++i) out[i] = T(0);
+    }
+    if (row_sums) {
+      for (int i = 0; i < rows; ++i)
+        row_sums[i0 + ir + i] = first_k_block ? sums[i] : row_sums[i0 + ir + i] + sums[i];
+    }
+  }
+}
+
+// Packs rows [p0, p0+kc) x cols [j0, j0+nc) of B into NR-column panels, k-major, zero padded.
+template <typename T>
+void pack_b_block(const StridedMatrix<T>& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
+                  int nr, T* dst) {
+  for (int64_t jr = 0; jr < nc; jr += nr) {
+    const int cols = static_cast<int>(std::min<int64_t>(nr, nc - jr));
+    T* panel = dst + jr * kc;
+    if (b.col_stride == 1) {  // rows of B are contiguous: copy runs of NR
+      for (int64_t p = 0; p < kc; ++p) {
+        const T* src = &b.data[(p0 + p) * b.row_stride + (j0 + jr)];
+        T* out = panel + p * nr;
+        for (int j = 0; j < cols; ++j) out[j] = src[j];
+        for (int j = cols; j < nr; ++j) out[j] = T(0);
+      }
+    } else {  // columns of B are contiguous (B = W^T): walk each column once
+      for (int j = 0; j < cols; ++j) {
+        const T* src = &b.data[p0 * b.row_stride + (j0 + jr + j) * b.col_stride];
+        for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = src[p * b.row_stride];
+      }
+      if (cols < nr)
+        for (int64_t p = 0; p < kc; ++p)
+          for (int j = cols; j < nr; ++j) panel[p * nr + j] = T(0);
+    }
+  }
+}
+
+template <typename T>
+void run_task(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking& blk,
+              const T* bias_padded, int64_t task) {
+  const int64_t ib = task / blk.n_blocks, jb = task % blk.n_blocks;
+  const int64_t i0 = ib * blk.mc, mc = std::min(blk.mc, pb.m - i0);
+  const int64_t j0 = jb * blk.nc, nc = std::min(blk.nc, pb.n - j0);
+  T* a_packed = scratch<T>(0, blk.mc * blk.kc);
+  T* b_packed = scratch<T>(1, blk.kc * blk.nc);
+  // Row sums of A are taken once per row: by the tasks of the first column block.
+  T* row_sums = jb == 0 ? pb.a_row_sums : nullptr;
+  int64_t p0 = 0;
+  do {  // runs once when k == 0: C is then the epilogue of the bias alone
+    const int64_t kc = std::min(blk.kc, pb.k - p0);
+    const bool first = p0 == 0, last = p0 + kc >= pb.k;
+    pack_b_block(pb.b, p0, kc, j0, nc, uk.nr, b_packed);
+    if (pb.a_mask.data)
+      pack_a_block<T, true>(pb, i0, mc, p0, kc, uk.mr, a_packed, row_sums, first);
+    else
+      pack_a_block<T, false>(pb, i0, mc, p0, kc, uk.mr, a_packed, row_sums, first);
+    for (int64_t ir = 0; ir < mc; ir += uk.mr) {
+      for (int64_t jr = 0; jr < nc; jr += uk.nr) {
+        uk.run(kc, a_packed + ir * kc, b_packed + jr * kc, pb.c + (i0 + ir) * pb.n + j0 + jr,
+               pb.n, static_cast<int>(std::min<int64_t>(uk.mr, mc - ir)),
+               static_cast<int>(std::min<int64_t>(uk.nr, nc - jr)),
+               bias_padded ? bias_padded + j0 + jr : nullptr, !first, pb.relu && last);
+      }
+    }
+    p0 += kc;
+  } while (p0 < pb.k);
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(const GemmProblem<T>& pb) {
+  if (pb.m == 0) return;
+  if (pb.n == 0) {  // no C to compute, but the row sums of A may still be wanted
+    if (pb.a_row_sums) masked_row_sums(pb.m, pb.k, pb.a, pb.a_mask, pb.a_row_sums);
+    return;
+  }
+  const MicroKernel<T> uk = active_microkernel<T>();
+  const Blocking blk = choose_blocking(pb.m, pb.n, pb.k, uk.mr, uk.nr, sizeof(T),
+                                       at::get_num_threads());
+  // The micro-kernel loads NR bias values at once: give it a zero-padded contiguous copy.
+  std::vector<T> bias_padded;
+  if (pb.bias) {
+    bias_padded.assign(round_up(pb.n, uk.nr), T(0));
+    for (int64_t j = 0; j < pb.n; ++j) bias_padded[j] = pb.bias[j * pb.bias_stride];
+  }
+  const T* bias_ptr = pb.bias ? bias_padded.data() : nullptr;
+  at::parallel_for(0, blk.m_blocks * blk.n_blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) run_task(pb, uk, blk, bias_ptr, t);
+  });
+}
+
+template <typename T>
+void masked_row_sums(int64_t m, int64_t k, StridedMatrix<T> a, StridedMatrix<T> a_mask, T* out) {
+  at::parallel_for(0, m, 64, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      T sum = T(0);  // same order as the sums taken while packing: one row, k ascending
+      for (int64_t c = 0; c < k; ++c)
+        if (!a_mask.data || keep(a_mask(r, c))) sum += a(r, c);
+      out[r] = sum;
+    }
+  });
+}
+
+template void gemm<float>(const GemmProblem<float>&);
+template void gemm<double>(const GemmProblem<double>&);
+template void masked_row_sums<float>(int64_t, int64_t, StridedMatrix<float>, StridedMatrix<float>, float*);
+template void masked_row_sums<double>(int64_t, int64_t, StridedMatrix<double>, StridedMatrix<double>, double*);
+
+}  // namespace fusedmlp::cpu

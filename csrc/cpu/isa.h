@@ -1,0 +1,48 @@
+// Register micro-kernels per instruction set, and which one runs.
+//
+// This header is included by the ISA translation units (isa_*.cpp), which are compiled
+// with `#pragma GCC target(...)`. It must stay free of inline code: an inline function
+// emitted by an AVX-512 unit could be picked by the linker for every caller and crash a
+// CPU without AVX-512.
+#pragma once
+
+#include <cstdint>
+
+namespace fusedmlp::cpu {
+
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
+
+// Computes one MR x NR tile of C from packed panels:
+//   C[0:m_valid, 0:n_valid] = epilogue(init + A_panel · B_panel)
+// a: kc x MR, k-major (a[p*MR + i]); b: kc x NR, k-major (b[p*NR + j]); both zero padded.
+// init is the tile of C itself when `accumulate` (a later K block), else `bias` (NR
+// values, zero padded; may be null for zero). `relu` applies max(0, v) keeping NaN.
+template <typename T>
+struct MicroKernel {
+  int mr;
+  int nr;
+  void (*run)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int m_valid,
+              int n_valid, const T* bias, bool accumulate, bool relu);
+};
+
+struct MicroKernels {
+  MicroKernel<float> f32;
+  MicroKernel<double> f64;
+};
+
+MicroKernels generic_microkernels();
+MicroKernels avx2_microkernels();
+MicroKernels avx512_microkernels();
+
+// The best ISA this CPU (and OS) supports.
+Isa best_isa();
+// The ISA the kernels use now: best_isa(), lowered by FUSEDMLP_CPU_ISA at start-up or by
+// set_active_isa() (tests run every path on one machine that way).
+Isa active_isa();
+// Throws std::invalid_argument when the CPU cannot run `isa`.
+void set_active_isa(Isa isa);
+const char* isa_name(Isa isa);
+// Parses "generic" / "avx2" / "avx512"; throws std::invalid_argument otherwise.
+Isa parse_isa(const char* name);
+
+}  // namespace fusedmlp::cpu

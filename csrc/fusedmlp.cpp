@@ -1,0 +1,71 @@
+// The one schema file: every fusedmlp op is declared here; each backend registers its
+// kernels in its own TORCH_LIBRARY_IMPL (cpu/linear_relu_cpu.cpp, cuda/..., autograd.cpp).
+// Also the Python module fusedmlp._C (plain C API, no pybind11: it only has to load the
+// library, which registers the ops, and report build facts).
+#include <Python.h>
+#include <torch/library.h>
+
+#include <stdexcept>
+
+#include "cpu/isa.h"
+
+TORCH_LIBRARY(fusedmlp, m) {
+  // y = relu(x @ weight.T + bias); x: (..., in_features), weight: (out_features, in_features),
+  // bias: (out_features,) or None. Same conventions as F.linear.
+  m.def("linear_relu(Tensor x, Tensor weight, Tensor? bias=None) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  // Gradients of linear_relu from its saved output y (y's sign is the ReLU mask).
+  // output_mask = which of (grad_x, grad_weight, grad_bias) to compute; the others are None.
+  m.def(
+      "linear_relu_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor y, "
+      "bool[3] output_mask) -> (Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+}
+
+namespace {
+
+using fusedmlp::cpu::Isa;
+
+PyObject* cpu_isa(PyObject*, PyObject*) {
+  return PyUnicode_FromString(fusedmlp::cpu::isa_name(fusedmlp::cpu::active_isa()));
+}
+
+PyObject* best_cpu_isa(PyObject*, PyObject*) {
+  return PyUnicode_FromString(fusedmlp::cpu::isa_name(fusedmlp::cpu::best_isa()));
+}
+
+PyObject* set_cpu_isa(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_AsUTF8(arg);
+  if (name == nullptr) return nullptr;
+  try {
+    fusedmlp::cpu::set_active_isa(fusedmlp::cpu::parse_isa(name));
+  } catch (const std::invalid_argument& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  }
+  Py_RETURN_NONE;
+}
+
+PyObject* cuda_built(PyObject*, PyObject*) {
+#ifdef FUSEDMLP_WITH_CUDA
+  Py_RETURN_TRUE;
+#else
+  Py_RETURN_FALSE;
+#endif
+}
+
+PyMethodDef methods[] = {
+    {"cpu_isa", cpu_isa, METH_NOARGS, "The ISA of the CPU micro-kernels in use."},
+    {"best_cpu_isa", best_cpu_isa, METH_NOARGS, "The best ISA this CPU supports."},
+    {"set_cpu_isa", set_cpu_isa, METH_O,
+     "Use the 'generic', 'avx2' or 'avx512' CPU micro-kernels (ValueError if unsupported)."},
+    {"cuda_built", cuda_built, METH_NOARGS, "Whether the CUDA kernels were compiled in."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",
+                          "fusedmlp's compiled kernels; importing it registers the ops.", -1,
+                          methods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module_def); }

@@ -1,0 +1,64 @@
+"""The functional API: ``linear_relu`` and ``LinearReLUFunction``, over the ops that
+fusedmlp._C registers (schemas in csrc/fusedmlp.cpp), plus their fake kernels so that
+torch.compile and torch.export can trace them."""
+from typing import Optional
+
+import torch
+
+from . import _C  # noqa: F401  (loading the library registers the fusedmlp ops)
+
+__all__ = ["linear_relu", "LinearReLUFunction"]
+
+_linear_relu = torch.ops.fusedmlp.linear_relu.default
+_linear_relu_backward = torch.ops.fusedmlp.linear_relu_backward.default
+
+
+def linear_relu(x: torch.Tensor, weight: torch.Tensor,
+                bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``relu(x @ weight.T + bias)`` in one fused kernel, with the conventions of
+    ``F.linear``: ``x`` is ``(..., in_features)``, ``weight`` ``(out_features, in_features)``,
+    ``bias`` ``(out_features,)`` or None. Differentiable (autograd is registered in C++)."""
+    return _linear_relu(x, weight, bias)
+
+
+class LinearReLUFunction(torch.autograd.Function):
+    """``LinearReLUFunction.apply(x, weight, bias=None)``: the same op as
+    :func:`linear_relu` as a ``torch.autograd.Function``; its backward calls the same C++
+    backward op (``fusedmlp::linear_relu_backward``)."""
+
+    @staticmethod
+    def forward(x, weight, bias=None):
+        return _linear_relu(x, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight = inputs[0], inputs[1]
+        bias = inputs[2] if len(inputs) > 2 else None
+        ctx.save_for_backward(x, weight, output)
+        ctx.has_bias = bias is not None
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, weight, y = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        mask = [needs[0], needs[1], ctx.has_bias and needs[2]]
+        grad_x, grad_w, grad_b = _linear_relu_backward(grad_y, x, weight, y, mask)
+        return grad_x, grad_w, grad_b
+
+
+@torch.library.register_fake("fusedmlp::linear_relu")
+def _linear_relu_fake(x, weight, bias=None):
+    torch._check(x.dim() >= 1 and weight.dim() == 2,
+                 lambda: "fusedmlp.linear_relu: expected x (..., in_features) and a 2-D weight")
+    torch._check(x.shape[-1] == weight.shape[1],
+                 lambda: f"fusedmlp.linear_relu: expected x of shape (..., {weight.shape[1]}), "
+                         f"got {tuple(x.shape)}")
+    return x.new_empty((*x.shape[:-1], weight.shape[0]))
+
+
+@torch.library.register_fake("fusedmlp::linear_relu_backward")
+def _linear_relu_backward_fake(grad_y, x, weight, y, output_mask):
+    grad_x = x.new_empty(x.shape) if output_mask[0] else None
+    grad_w = weight.new_empty(weight.shape) if output_mask[1] else None
+    grad_b = weight.new_empty((weight.shape[0],)) if output_mask[2] else None
+    return grad_x, grad_w, grad_b
