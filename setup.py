@@ -75,8 +75,11 @@ def _extension():
     debug = os.environ.get("FUSEDMLP_DEBUG") == "1"
     sanitize = os.environ.get("FUSEDMLP_SANITIZE") == "1"
     cxx = ["-O0", "-g"] if debug else ["-O3"]
-    cxx += ["-fvisibility=hidden", "-Wall", "-Wno-unknown-pragmas"]
-    ldflags = []
+    # -fopenmp: at::parallel_for is an inline template that only runs in parallel when the
+    # extension itself is compiled with OpenMP (torch's CPU build uses OpenMP; the libgomp
+    # torch loads is reused by soname).
+    cxx += ["-fvisibility=hidden", "-Wall", "-fopenmp"]
+    ldflags = ["-fopenmp"]
     if sanitize:
         san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
         cxx += san

@@ -1,0 +1,254 @@
+"""fusedmlp.linear_relu and LinearReLUFunction: values and all three gradients against a
+float64 reference, over the shapes, strides and special values users hit."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fusedmlp
+from helpers import assert_close_to, reference
+
+ODD_SHAPES = [  # (rows, in_features, out_features)
+    (1, 1, 1), (3, 17, 5), (17, 3, 1), (1, 129, 3), (7, 1, 13), (2, 31, 37),
+    (129, 257, 131), (64, 784, 128), (5, 300, 41), (300, 70, 9),  # 300 rows: K-blocked grad_w
+]
+DTYPES = [torch.float32, torch.float64]
+
+
+def make(rows, k, n, dtype, bias=True, requires_grad=True):
+    x = torch.randn(rows, k, dtype=dtype, requires_grad=requires_grad)
+    w = torch.randn(n, k, dtype=dtype, requires_grad=requires_grad)
+    b = torch.randn(n, dtype=dtype, requires_grad=requires_grad) if bias else None
+    return x, w, b
+
+
+def check_against_reference(fn, x, w, b):
+    """Forward and every gradient of fn(x, w, b) vs the float64 reference."""
+    y = fn(x, w, b)
+    grad_y = torch.randn_like(y)
+    y_ref, grads_ref = reference(x, w, b, grad_y)
+    k = w.shape[1]
+    assert y.shape == y_ref.shape and y.dtype == x.dtype
+    assert_close_to(y, y_ref, k)
+    inputs = [t for t in (x, w, b) if t is not None]
+    grads = torch.autograd.grad(y, inputs, grad_y)
+    reductions = [w.shape[0], y.numel() // max(w.shape[0], 1), y.numel() // max(w.shape[0], 1)]
+    for g, g_ref, red, t in zip(grads, grads_ref, reductions, inputs):
+        assert g.shape == t.shape
+        assert_close_to(g, g_ref, red)
+
+
+@pytest.mark.parametrize("shape", ODD_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_matches_float64_reference(isa, shape, dtype, bias):
+    check_against_reference(fusedmlp.linear_relu, *make(*shape, dtype, bias))
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_autograd_function_matches_reference(bias):
+    x, w, b = make(9, 23, 11, torch.float32, bias)
+    fn = lambda x, w, b: fusedmlp.LinearReLUFunction.apply(x, w, b)  # noqa: E731
+    check_against_reference(fn, x, w, b)
+    # apply() without the bias argument at all, as with F.linear(x, w)
+    if not bias:
+        y = fusedmlp.LinearReLUFunction.apply(x, w)
+        torch.testing.assert_close(y, fusedmlp.linear_relu(x, w))
+
+
+@pytest.mark.parametrize("leading", [(2, 3), (4, 1, 2), ()], ids=["3d", "4d", "1d"])
+def test_nd_and_1d_input(isa, leading):
+    x = torch.randn(*leading, 19, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 19, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(7, dtype=torch.float64, requires_grad=True)
+    assert fusedmlp.linear_relu(x, w, b).shape == (*leading, 7)
+    check_against_reference(fusedmlp.linear_relu, x, w, b)
+
+
+@pytest.mark.parametrize("x_shape,w_shape", [
+    ((0, 5), (3, 5)),        # empty batch
+    ((2, 0, 5), (3, 5)),     # empty leading dimension
+    ((4, 0), (3, 0)),        # in_features = 0: y = relu(bias)
+    ((4, 5), (0, 5)),        # out_features = 0
+], ids=["rows0", "lead0", "in0", "out0"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_empty_dimensions(isa, x_shape, w_shape, dtype):
+    x = torch.randn(*x_shape, dtype=dtype, requires_grad=True)
+    w = torch.randn(*w_shape, dtype=dtype, requires_grad=True)
+    b = torch.randn(w_shape[0], dtype=dtype, requires_grad=True)
+    y = fusedmlp.linear_relu(x, w, b)
+    y_ref = F.relu(F.linear(x, w, b))
+    assert y.shape == y_ref.shape
+    torch.testing.assert_close(y, y_ref)
+    grad_y = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, w, b), grad_y)
+    grads_ref = torch.autograd.grad(y_ref, (x, w, b), grad_y)
+    for g, g_ref in zip(grads, grads_ref):
+        assert g.shape == g_ref.shape
+        torch.testing.assert_close(g, g_ref)
+
+
+def strided_cases(dtype):
+    """Non-contiguous x / weight / bias as users produce them, each with requires_grad."""
+    k, n, rows = 21, 13, 10
+    base_x = torch.randn(k, rows, dtype=dtype)
+    base_w = torch.randn(k, n, dtype=dtype)
+    return {
+        "x_transposed": (base_x.t(), torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)),
+        "x_sliced": (torch.randn(rows, 2 * k, dtype=dtype)[:, ::2],
+                     torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)),
+        "x_expanded": (torch.randn(1, k, dtype=dtype).expand(rows, k),
+                       torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)),
+        "weight_transposed": (torch.randn(rows, k, dtype=dtype), base_w.t(),
+                              torch.randn(n, dtype=dtype)),
+        "bias_sliced": (torch.randn(rows, k, dtype=dtype), torch.randn(n, k, dtype=dtype),
+                        torch.randn(3 * n, dtype=dtype)[::3]),
+        "bias_expanded": (torch.randn(rows, k, dtype=dtype), torch.randn(n, k, dtype=dtype),
+                          torch.randn(1, dtype=dtype).expand(n)),
+        "nd_x_permuted": (torch.randn(k, 2, 5, dtype=dtype).permute(1, 2, 0),
+                          torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)),
+    }
+
+
+@pytest.mark.parametrize("case", list(strided_cases(torch.float32)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_strided_inputs(isa, case, dtype):
+    x, w, b = (t.requires_grad_() for t in strided_cases(dtype)[case])
+    assert not (x.is_contiguous() and w.is_contiguous() and b.is_contiguous())
+    check_against_reference(fusedmlp.linear_relu, x, w, b)
+
+
+def test_non_contiguous_grad_output():
+    x, w, b = make(6, 9, 4, torch.float64)
+    y = fusedmlp.linear_relu(x, w, b)
+    y_ref = F.relu(F.linear(x, w, b))
+    # sum() hands backward an expanded (stride 0) gradient; .t() a transposed one
+    for loss_fn in (lambda y: y.sum(), lambda y: (y.t() * torch.randn(4, 6, dtype=y.dtype)).sum()):
+        torch.manual_seed(1)
+        grads = torch.autograd.grad(loss_fn(y), (x, w, b), retain_graph=True)
+        torch.manual_seed(1)
+        grads_ref = torch.autograd.grad(loss_fn(y_ref), (x, w, b), retain_graph=True)
+        for g, g_ref in zip(grads, grads_ref):
+            torch.testing.assert_close(g, g_ref)
+
+
+def assert_same_special_values(actual, expected):
+    assert torch.equal(actual.isnan(), expected.isnan())
+    assert torch.equal(actual.isinf(), expected.isinf())
+    finite = expected.isfinite()
+    assert torch.equal(actual[expected.isinf()], expected[expected.isinf()])
+    torch.testing.assert_close(actual[finite], expected[finite])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nan_and_inf_match_eager(isa, dtype):
+    x, w, b = make(8, 12, 10, dtype, requires_grad=False)
+    x[1, 3] = float("nan")        # NaN pre-activation: relu keeps NaN
+    x[2, 0] = float("inf")        # +-Inf pre-activations: relu gives Inf / 0
+    w[4, 5] = float("-inf")
+    b[7] = float("nan")
+    for t in (x, w, b):
+        t.requires_grad_()
+    y = fusedmlp.linear_relu(x, w, b)
+    y_ref = F.relu(F.linear(x, w, b))
+    assert y.isnan().any() and y.isinf().any()
+    assert_same_special_values(y, y_ref)
+    grad_y = torch.randn_like(y)
+    grad_y[0, 0] = float("nan")
+    for g, g_ref in zip(torch.autograd.grad(y, (x, w, b), grad_y),
+                        torch.autograd.grad(y_ref, (x, w, b), grad_y)):
+        assert_same_special_values(g, g_ref)
+
+
+def test_relu_keeps_nan_drops_negative_zero_gradient(isa):
+    # pre-activations exactly [NaN, -1, 0, 2]: y = [NaN, 0, 0, 2]; grad passes where y > 0
+    # and, as torch's threshold_backward does, where y is NaN.
+    x = torch.ones(1, 1, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([[1.0], [-1.0], [0.0], [2.0]], dtype=torch.float64, requires_grad=True)
+    b = torch.tensor([float("nan"), 0.0, 0.0, 0.0], dtype=torch.float64, requires_grad=True)
+    y = fusedmlp.linear_relu(x, w, b)
+    assert torch.equal(y.isnan(), torch.tensor([[True, False, False, False]]))
+    assert y[0, 1:].tolist() == [0.0, 0.0, 2.0]
+    (gb,) = torch.autograd.grad(y, (b,), torch.ones_like(y))
+    (gb_ref,) = torch.autograd.grad(F.relu(F.linear(x, w, b)), (b,), torch.ones_like(y))
+    assert gb.tolist() == gb_ref.tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
+def well_conditioned(rows, k, n, margin=1e-2):
+    """fp64 inputs whose pre-activations stay >= margin away from the ReLU kink, so finite
+    differences do not straddle it (same seed -> same draw)."""
+    gen = torch.Generator().manual_seed(1234)
+    while True:
+        x = torch.randn(rows, k, dtype=torch.float64, generator=gen)
+        w = torch.randn(n, k, dtype=torch.float64, generator=gen)
+        b = torch.randn(n, dtype=torch.float64, generator=gen)
+        if (F.linear(x, w, b).abs() > margin).all():
+            return x.requires_grad_(), w.requires_grad_(), b.requires_grad_()
+
+
+@pytest.mark.parametrize("entry", ["linear_relu", "LinearReLUFunction.apply"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_gradcheck_fp64(isa, entry, bias):
+    x, w, b = well_conditioned(4, 6, 5)
+    fn = fusedmlp.linear_relu if entry == "linear_relu" else fusedmlp.LinearReLUFunction.apply
+    args = (x, w, b) if bias else (x, w)
+    assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+def test_gradcheck_strided_and_nd():
+    x, w, b = well_conditioned(6, 5, 3)
+    x_nd = x.detach().reshape(2, 3, 5).transpose(0, 1).requires_grad_()
+    assert torch.autograd.gradcheck(fusedmlp.linear_relu, (x_nd, w.t().contiguous().t(), b))
+
+
+@pytest.mark.parametrize("needs", [(False, True, True), (True, False, False),
+                                   (False, False, True), (True, True, False)])
+def test_only_requested_grads_are_computed(needs):
+    x, w, b = make(5, 7, 3, torch.float64, requires_grad=False)
+    y = fusedmlp.linear_relu(x, w, b)
+    grads = torch.ops.fusedmlp.linear_relu_backward(torch.ones_like(y), x, w, y, list(needs))
+    for want, g, t in zip(needs, grads, (x, w, b)):
+        assert (g is not None) == want
+        if want:
+            assert g.shape == t.shape
+    # and through autograd: the first layer of an MLP, whose input needs no grad
+    x_in, w_p, b_p = x, w.requires_grad_(), b.requires_grad_()
+    fusedmlp.linear_relu(x_in, w_p, b_p).sum().backward()
+    assert x_in.grad is None and w_p.grad is not None and b_p.grad is not None
+
+
+@pytest.mark.parametrize("fn", ["linear_relu", "LinearReLUFunction"])
+def test_saves_only_x_weight_and_output(fn):
+    x, w, b = make(4, 6, 3, torch.float32)
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        if fn == "linear_relu":
+            y = fusedmlp.linear_relu(x, w, b)
+        else:
+            y = fusedmlp.LinearReLUFunction.apply(x, w, b)
+    assert len(saved) == 3
+    assert saved[0] is x or saved[0].data_ptr() == x.data_ptr()
+    assert saved[1].data_ptr() == w.data_ptr()
+    assert saved[2].data_ptr() == y.data_ptr()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_bitwise_identical_for_any_thread_count(dtype):
+    x, w, b = make(300, 520, 200, dtype)
+    grad_y = torch.randn(300, 200, dtype=dtype)
+    before = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            y = fusedmlp.linear_relu(x, w, b)
+            results.append((y, *torch.autograd.grad(y, (x, w, b), grad_y)))
+    finally:
+        torch.set_num_threads(before)
+    for other in results[1:]:
+        for a, c in zip(results[0], other):
+            assert torch.equal(a, c)

@@ -1,0 +1,125 @@
+"""The ops as torch sees them: opcheck, torch.compile, torch.export, the info helpers."""
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fusedmlp
+from conftest import requires_cuda
+
+
+def opcheck_samples():
+    def m(*s, rg=False, dtype=torch.float32):
+        return torch.randn(*s, dtype=dtype, requires_grad=rg)
+    return [
+        (m(4, 6), m(3, 6), m(3)),
+        (m(4, 6, rg=True), m(3, 6, rg=True), m(3, rg=True)),
+        (m(2, 5, 6, rg=True), m(3, 6, rg=True), None),
+        (m(1, 1, dtype=torch.float64, rg=True), m(1, 1, dtype=torch.float64, rg=True), None),
+        (m(7, 9).t(), m(5, 7, rg=True), m(5)),
+        (m(0, 6), m(3, 6, rg=True), m(3, rg=True)),
+    ]
+
+
+@pytest.mark.parametrize("i", range(len(opcheck_samples())))
+def test_opcheck_forward(i):
+    args = opcheck_samples()[i]
+    torch.library.opcheck(torch.ops.fusedmlp.linear_relu.default, args)
+
+
+@pytest.mark.parametrize("mask", [[True, True, True], [False, True, True], [True, False, False]])
+def test_opcheck_backward(mask):
+    x, w, b = torch.randn(4, 6), torch.randn(3, 6), torch.randn(3)
+    y = fusedmlp.linear_relu(x, w, b)
+    torch.library.opcheck(torch.ops.fusedmlp.linear_relu_backward.default,
+                          (torch.randn_like(y), x, w, y, mask))
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = fusedmlp.FusedLinearReLU(32, 16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(self.fc1(x))
+
+
+def fwd_bwd(model, x):
+    out = model(x)
+    grads = torch.autograd.grad(out.square().sum(), [x, *model.parameters()])
+    return out, grads
+
+
+@pytest.mark.parametrize("backend,dynamic", [("inductor", False), ("aot_eager", True)])
+def test_compile_fullgraph_equals_eager(backend, dynamic):
+    torch._dynamo.reset()
+    model = MLP()
+    compiled = torch.compile(model, fullgraph=True, backend=backend, dynamic=dynamic)
+    for batch in (8, 5, 13):
+        x = torch.randn(batch, 32, requires_grad=True)
+        out, grads = fwd_bwd(model, x)
+        out_c, grads_c = fwd_bwd(compiled, x)
+        torch.testing.assert_close(out_c, out)
+        for g, g_c in zip(grads, grads_c):
+            torch.testing.assert_close(g_c, g)
+
+
+def test_compile_function_with_autograd_function():
+    torch._dynamo.reset()
+    x = torch.randn(6, 10, requires_grad=True)
+    w = torch.randn(4, 10, requires_grad=True)
+    b = torch.randn(4, requires_grad=True)
+
+    def fn(x, w, b):
+        return fusedmlp.LinearReLUFunction.apply(x, w, b).sum()
+
+    eager = torch.autograd.grad(fn(x, w, b), (x, w, b))
+    compiled = torch.autograd.grad(torch.compile(fn, fullgraph=True, backend="aot_eager")(x, w, b), (x, w, b))
+    for g, g_c in zip(eager, compiled):
+        torch.testing.assert_close(g_c, g)
+
+
+def test_export_round_trip():
+    model = MLP().eval()
+    x = torch.randn(8, 32)
+    exported = torch.export.export(model, (x,))
+    assert any("fusedmlp.linear_relu" in str(node.target) for node in exported.graph.nodes)
+    torch.testing.assert_close(exported.module()(x), model(x))
+
+
+def test_info_reports_build_and_isa():
+    info = fusedmlp.info()
+    assert info["cpu_isa"] in ("generic", "avx2", "avx512")
+    assert info["num_threads"] == torch.get_num_threads()
+    assert isinstance(info["cuda_built"], bool)
+    out = subprocess.run([sys.executable, "-m", "fusedmlp.info"], capture_output=True,
+                         text=True, check=True).stdout
+    assert "cpu_isa" in out and info["cpu_isa"] in out
+
+
+def test_set_cpu_isa_rejects_unknown_and_unsupported():
+    with pytest.raises(ValueError, match="unknown CPU ISA 'sse9'"):
+        fusedmlp.set_cpu_isa("sse9")
+    if fusedmlp.info()["best_cpu_isa"] != "avx512":
+        with pytest.raises(ValueError, match="cannot run the avx512 kernels"):
+            fusedmlp.set_cpu_isa("avx512")
+
+
+def test_isa_from_environment():
+    code = "import fusedmlp; print(fusedmlp.info()['cpu_isa'])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env={**__import__("os").environ, "FUSEDMLP_CPU_ISA": "generic"})
+    assert out.stdout.strip() == "generic"
+
+
+@requires_cuda
+def test_cuda_tensor_without_cuda_kernels_gets_clear_error():
+    if fusedmlp.info()["cuda_built"]:
+        pytest.skip("this build has CUDA kernels; their tests live in test_cuda.py")
+    x, w = torch.randn(2, 3, device="cuda"), torch.randn(4, 3, device="cuda")
+    with pytest.raises(NotImplementedError, match="CUDA"):
+        fusedmlp.linear_relu(x, w)
