@@ -1,10 +1,10 @@
-// Autograd for fusedmlp::linear_relu, registered in C++ (the Autograd dispatch key) so a
-// call costs what one eager ATen op costs; a Python-registered autograd adds ~20 us per
-// call, which loses to eager at the small shapes of a classic MLP. The backward is the
-// fusedmlp::linear_relu_backward op: the one backward implementation, which
-// fusedmlp.LinearReLUFunction calls too.
-#include <ATen/core/dispatch/Dispatcher.h>
+// Autograd for fusedmlp::linear_relu and fusedmlp::linear, registered in C++ (the
+// Autograd dispatch key) so a call costs what one eager ATen op costs; autograd
+// registered from Python adds ~20 us per call, which loses to eager at the small shapes
+// of a classic MLP. The backward is the matching *_backward op: the one backward
+// implementation, which the Python autograd.Functions call too.
 #include <ATen/core/LegacyTypeDispatch.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
@@ -18,66 +18,89 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using ForwardSig = at::Tensor(const at::Tensor&, const at::Tensor&,
+                              const std::optional<at::Tensor>&);
 
-at::Tensor call_linear_relu(const at::Tensor& x, const at::Tensor& weight,
-                            const std::optional<at::Tensor>& bias) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("fusedmlp::linear_relu", "")
-          .typed<at::Tensor(const at::Tensor&, const at::Tensor&,
-                            const std::optional<at::Tensor>&)>();
-  return op.call(x, weight, bias);
+c10::TypedOperatorHandle<ForwardSig> forward_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<ForwardSig>();
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> call_linear_relu_backward(
-    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
-    const at::Tensor& y, std::array<bool, 3> output_mask) {
-  static const auto op =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("fusedmlp::linear_relu_backward", "")
-          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
-              const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-              std::array<bool, 3>)>();
-  return op.call(grad_y, x, weight, y, output_mask);
-}
+// The two ops differ only in the activation: ReLU saves its output y for the mask.
+struct ReLU {
+  static constexpr const char* name = "fusedmlp::linear_relu";
+  static constexpr const char* message_name = "fusedmlp.linear_relu";
+  static Grads backward(const at::Tensor& grad_y, const variable_list& saved,
+                        std::array<bool, 3> mask) {
+    static const auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("fusedmlp::linear_relu_backward", "")
+            .typed<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                         const at::Tensor&, std::array<bool, 3>)>();
+    return op.call(grad_y, saved[0], saved[1], saved[2], mask);
+  }
+};
 
-class LinearReLUNode : public torch::autograd::Function<LinearReLUNode> {
+struct Identity {
+  static constexpr const char* name = "fusedmlp::linear";
+  static constexpr const char* message_name = "fusedmlp.linear";
+  static Grads backward(const at::Tensor& grad_y, const variable_list& saved,
+                        std::array<bool, 3> mask) {
+    static const auto op =
+        c10::Dispatcher::singleton()
+            .findSchemaOrThrow("fusedmlp::linear_backward", "")
+            .typed<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                         std::array<bool, 3>)>();
+    return op.call(grad_y, saved[0], saved[1], mask);
+  }
+};
+
+template <class Activation>
+class LinearNode : public torch::autograd::Function<LinearNode<Activation>> {
  public:
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                             const std::optional<at::Tensor>& bias) {
+    static const auto op = forward_op(Activation::name);
     at::Tensor y;
     {
       // Function::apply does not step below the Autograd key: do it, or we re-enter here.
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      y = call_linear_relu(x, weight, bias);
+      y = op.call(x, weight, bias);
     }
-    // Exactly what eager Linear+ReLU keeps alive: x, weight and the output.
-    ctx->save_for_backward({x, weight, y});
+    // What eager Linear(+ReLU) keeps alive: x, weight (and the output for the ReLU mask).
+    if (std::is_same_v<Activation, ReLU>) {
+      ctx->save_for_backward({x, weight, y});
+    } else {
+      ctx->save_for_backward({x, weight});
+    }
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
     return y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     // Autograd edges exist for tensor inputs only: bias is edge 2 only when it was given.
     const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                                       has_bias && ctx->needs_input_grad(2)};
     auto [grad_x, grad_w, grad_b] =
-        call_linear_relu_backward(grads[0], saved[0], saved[1], saved[2], mask);
+        Activation::backward(grads[0], ctx->get_saved_variables(), mask);
     return {grad_x, grad_w, grad_b};
   }
 };
 
-at::Tensor linear_relu_autograd(const at::Tensor& x, const at::Tensor& weight,
-                                const std::optional<at::Tensor>& bias) {
+template <class Activation>
+at::Tensor autograd_kernel(const at::Tensor& x, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias) {
   // Checked here too so that mixed devices get our message, not "no kernel for CUDA".
-  check_linear_relu_args(x, weight, bias);
-  return LinearReLUNode::apply(x, weight, bias);
+  check_forward_args(Activation::message_name, x, weight, bias);
+  return LinearNode<Activation>::apply(x, weight, bias);
 }
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusedmlp, Autograd, m) { m.impl("linear_relu", &linear_relu_autograd); }
+TORCH_LIBRARY_IMPL(fusedmlp, Autograd, m) {
+  m.impl("linear_relu", &autograd_kernel<ReLU>);
+  m.impl("linear", &autograd_kernel<Identity>);
+}
 
 }  // namespace fusedmlp

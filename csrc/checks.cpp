@@ -36,9 +36,8 @@ void check_x_and_weight(const char* op, const at::Tensor& x, const at::Tensor& w
 
 }  // namespace
 
-void check_linear_relu_args(const at::Tensor& x, const at::Tensor& weight,
-                            const std::optional<at::Tensor>& bias) {
-  constexpr const char* op = "fusedmlp.linear_relu";
+void check_forward_args(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias) {
   check_x_and_weight(op, x, weight);
   if (bias.has_value() && bias->defined()) {
     TORCH_CHECK(bias->dim() == 1 && bias->sym_size(0) == weight.sym_size(0), op,
@@ -49,13 +48,13 @@ void check_linear_relu_args(const at::Tensor& x, const at::Tensor& weight,
   }
 }
 
-void check_linear_relu_backward_args(const at::Tensor& grad_y, const at::Tensor& x,
-                                     const at::Tensor& weight, const at::Tensor& y) {
-  constexpr const char* op = "fusedmlp.linear_relu_backward";
+void check_backward_args(const char* op, const at::Tensor& grad_y, const at::Tensor& x,
+                         const at::Tensor& weight, const at::Tensor& y) {
   check_x_and_weight(op, x, weight);
   const auto leading = x.sym_sizes().slice(0, x.dim() - 1);
   for (const auto& [name, t] : {std::pair<const char*, const at::Tensor&>{"grad_y", grad_y},
                                 std::pair<const char*, const at::Tensor&>{"y", y}}) {
+    if (!t.defined()) continue;
     check_same_dtype(op, name, t, x);
     check_same_device(op, name, t, x);
     TORCH_CHECK(t.dim() == x.dim() && t.sym_sizes().slice(0, x.dim() - 1).equals(leading) &&
@@ -65,7 +64,7 @@ void check_linear_relu_backward_args(const at::Tensor& grad_y, const at::Tensor&
   }
 }
 
-std::vector<int64_t> linear_relu_output_shape(const at::Tensor& x, const at::Tensor& weight) {
+std::vector<int64_t> output_shape(const at::Tensor& x, const at::Tensor& weight) {
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
   shape.push_back(weight.size(0));
   return shape;

@@ -9,13 +9,15 @@
 
 namespace fusedmlp {
 
-void check_linear_relu_args(const at::Tensor& x, const at::Tensor& weight,
-                            const std::optional<at::Tensor>& bias);
+// `op` names the op in messages ("fusedmlp.linear_relu", "fusedmlp.linear", ...).
+void check_forward_args(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                        const std::optional<at::Tensor>& bias);
 
-void check_linear_relu_backward_args(const at::Tensor& grad_y, const at::Tensor& x,
-                                     const at::Tensor& weight, const at::Tensor& y);
+// y: the saved output for linear_relu_backward, undefined for linear_backward.
+void check_backward_args(const char* op, const at::Tensor& grad_y, const at::Tensor& x,
+                         const at::Tensor& weight, const at::Tensor& y);
 
-// Output shape of linear_relu: x.shape[:-1] + (out_features,).
-std::vector<int64_t> linear_relu_output_shape(const at::Tensor& x, const at::Tensor& weight);
+// Output shape of the forward ops: x.shape[:-1] + (out_features,).
+std::vector<int64_t> output_shape(const at::Tensor& x, const at::Tensor& weight);
 
 }  // namespace fusedmlp

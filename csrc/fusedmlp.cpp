@@ -20,6 +20,13 @@ TORCH_LIBRARY(fusedmlp, m) {
       "linear_relu_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor y, "
       "bool[3] output_mask) -> (Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+  // The same without activation: y = x @ weight.T + bias (the last layer of an MLP).
+  m.def("linear(Tensor x, Tensor weight, Tensor? bias=None) -> Tensor",
+        {at::Tag::pt2_compliant_tag});
+  m.def(
+      "linear_backward(Tensor grad_y, Tensor x, Tensor weight, bool[3] output_mask) "
+      "-> (Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
 }
 
 namespace {

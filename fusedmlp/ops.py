@@ -7,10 +7,11 @@ import torch
 
 from . import _C  # noqa: F401  (loading the library registers the fusedmlp ops)
 
-__all__ = ["linear_relu", "LinearReLUFunction"]
+__all__ = ["linear_relu", "linear", "LinearReLUFunction"]
 
 _linear_relu = torch.ops.fusedmlp.linear_relu.default
 _linear_relu_backward = torch.ops.fusedmlp.linear_relu_backward.default
+_linear = torch.ops.fusedmlp.linear.default
 
 
 def linear_relu(x: torch.Tensor, weight: torch.Tensor,
@@ -19,6 +20,13 @@ def linear_relu(x: torch.Tensor, weight: torch.Tensor,
     ``F.linear``: ``x`` is ``(..., in_features)``, ``weight`` ``(out_features, in_features)``,
     ``bias`` ``(out_features,)`` or None. Differentiable (autograd is registered in C++)."""
     return _linear_relu(x, weight, bias)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor,
+           bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x @ weight.T + bias`` (``F.linear``) on fusedmlp's kernels: the last layer of an MLP,
+    which has no activation. Differentiable (autograd is registered in C++)."""
+    return _linear(x, weight, bias)
 
 
 class LinearReLUFunction(torch.autograd.Function):
@@ -46,19 +54,27 @@ class LinearReLUFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
-@torch.library.register_fake("fusedmlp::linear_relu")
-def _linear_relu_fake(x, weight, bias=None):
+def _forward_fake(x, weight, bias=None):
     torch._check(x.dim() >= 1 and weight.dim() == 2,
-                 lambda: "fusedmlp.linear_relu: expected x (..., in_features) and a 2-D weight")
+                 lambda: "fusedmlp: expected x (..., in_features) and a 2-D weight")
     torch._check(x.shape[-1] == weight.shape[1],
-                 lambda: f"fusedmlp.linear_relu: expected x of shape (..., {weight.shape[1]}), "
+                 lambda: f"fusedmlp: expected x of shape (..., {weight.shape[1]}), "
                          f"got {tuple(x.shape)}")
     return x.new_empty((*x.shape[:-1], weight.shape[0]))
 
 
-@torch.library.register_fake("fusedmlp::linear_relu_backward")
-def _linear_relu_backward_fake(grad_y, x, weight, y, output_mask):
+def _backward_fake(x, weight, output_mask):
     grad_x = x.new_empty(x.shape) if output_mask[0] else None
     grad_w = weight.new_empty(weight.shape) if output_mask[1] else None
     grad_b = weight.new_empty((weight.shape[0],)) if output_mask[2] else None
     return grad_x, grad_w, grad_b
+
+
+torch.library.register_fake("fusedmlp::linear_relu", _forward_fake)
+torch.library.register_fake("fusedmlp::linear", _forward_fake)
+torch.library.register_fake(
+    "fusedmlp::linear_relu_backward",
+    lambda grad_y, x, weight, y, output_mask: _backward_fake(x, weight, output_mask))
+torch.library.register_fake(
+    "fusedmlp::linear_backward",
+    lambda grad_y, x, weight, output_mask: _backward_fake(x, weight, output_mask))

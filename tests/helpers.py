@@ -3,12 +3,14 @@ import torch
 import torch.nn.functional as F
 
 
-def reference(x, weight, bias, grad_y=None):
-    """relu(linear) and its grads (x, weight, bias) in float64 via PyTorch eager."""
+def reference(x, weight, bias, grad_y=None, relu=True):
+    """relu(linear) (or plain linear) and its grads (x, weight, bias) in float64, eager."""
     xd = x.detach().double().requires_grad_()
     wd = weight.detach().double().requires_grad_()
     bd = bias.detach().double().requires_grad_() if bias is not None else None
-    y = F.relu(F.linear(xd, wd, bd))
+    y = F.linear(xd, wd, bd)
+    if relu:
+        y = F.relu(y)
     if grad_y is None:
         return y, None
     inputs = (xd, wd) + ((bd,) if bd is not None else ())

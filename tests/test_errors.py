@@ -43,18 +43,20 @@ BAD_CALLS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_CALLS))
-@pytest.mark.parametrize("entry", ["linear_relu", "LinearReLUFunction", "no_grad"])
+@pytest.mark.parametrize("entry", ["linear_relu", "LinearReLUFunction", "no_grad", "linear"])
 def test_bad_input_raises_clear_error(case, entry):
     (x, w, b), pattern = BAD_CALLS[case]
     with pytest.raises(RuntimeError, match=pattern) as info:
-        if entry == "linear_relu":
+        if entry == "linear":
+            fusedmlp.linear(x, w, b)
+        elif entry == "linear_relu":
             fusedmlp.linear_relu(x, w, b)
         elif entry == "LinearReLUFunction":
             fusedmlp.LinearReLUFunction.apply(x, w, b)
         else:
             with torch.no_grad():
                 fusedmlp.linear_relu(x, w, b)
-    assert "fusedmlp.linear_relu" in str(info.value)
+    assert ("fusedmlp.linear" if entry == "linear" else "fusedmlp.linear_relu") in str(info.value)
 
 
 def test_module_wrong_input_size():

@@ -21,11 +21,11 @@ def make(rows, k, n, dtype, bias=True, requires_grad=True):
     return x, w, b
 
 
-def check_against_reference(fn, x, w, b):
+def check_against_reference(fn, x, w, b, relu=True):
     """Forward and every gradient of fn(x, w, b) vs the float64 reference."""
     y = fn(x, w, b)
     grad_y = torch.randn_like(y)
-    y_ref, grads_ref = reference(x, w, b, grad_y)
+    y_ref, grads_ref = reference(x, w, b, grad_y, relu=relu)
     k = w.shape[1]
     assert y.shape == y_ref.shape and y.dtype == x.dtype
     assert_close_to(y, y_ref, k)
@@ -42,6 +42,28 @@ def check_against_reference(fn, x, w, b):
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 def test_matches_float64_reference(isa, shape, dtype, bias):
     check_against_reference(fusedmlp.linear_relu, *make(*shape, dtype, bias))
+
+
+@pytest.mark.parametrize("shape", ODD_SHAPES[:6] + [(300, 70, 9), (0, 4, 3), (4, 0, 3)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_linear_without_activation_matches_reference(isa, shape, dtype, bias):
+    """fusedmlp.linear: the same kernels with no ReLU (the last layer of an MLP)."""
+    x, w, b = make(*shape, dtype, bias)
+    check_against_reference(fusedmlp.linear, x, w, b, relu=False)
+
+
+def test_linear_keeps_negative_outputs():
+    x = torch.ones(2, 3)
+    assert torch.equal(fusedmlp.linear(x, -torch.ones(4, 3)), torch.full((2, 4), -3.0))
+
+
+def test_linear_gradcheck_and_strided():
+    x, w, b = make(5, 7, 3, torch.float64)
+    assert torch.autograd.gradcheck(fusedmlp.linear, (x, w, b))
+    xt = torch.randn(7, 5, dtype=torch.float64).t().requires_grad_()
+    assert torch.autograd.gradcheck(fusedmlp.linear, (xt, w.t().contiguous().t(), None))
 
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
@@ -216,7 +238,7 @@ def test_only_requested_grads_are_computed(needs):
     assert x_in.grad is None and w_p.grad is not None and b_p.grad is not None
 
 
-@pytest.mark.parametrize("fn", ["linear_relu", "LinearReLUFunction"])
+@pytest.mark.parametrize("fn", ["linear_relu", "LinearReLUFunction", "linear"])
 def test_saves_only_x_weight_and_output(fn):
     x, w, b = make(4, 6, 3, torch.float32)
     saved = []
@@ -226,10 +248,15 @@ def test_saves_only_x_weight_and_output(fn):
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        if fn == "linear_relu":
+        if fn == "linear":  # no activation: no output to keep
+            y = fusedmlp.linear(x, w, b)
+        elif fn == "linear_relu":
             y = fusedmlp.linear_relu(x, w, b)
         else:
             y = fusedmlp.LinearReLUFunction.apply(x, w, b)
+    if fn == "linear":
+        assert [t.data_ptr() for t in saved] == [x.data_ptr(), w.data_ptr()]
+        return
     assert len(saved) == 3
     assert saved[0] is x or saved[0].data_ptr() == x.data_ptr()
     assert saved[1].data_ptr() == w.data_ptr()

@@ -24,10 +24,11 @@ def opcheck_samples():
     ]
 
 
+@pytest.mark.parametrize("op", ["linear_relu", "linear"])
 @pytest.mark.parametrize("i", range(len(opcheck_samples())))
-def test_opcheck_forward(i):
+def test_opcheck_forward(op, i):
     args = opcheck_samples()[i]
-    torch.library.opcheck(torch.ops.fusedmlp.linear_relu.default, args)
+    torch.library.opcheck(getattr(torch.ops.fusedmlp, op).default, args)
 
 
 @pytest.mark.parametrize("mask", [[True, True, True], [False, True, True], [True, False, False]])
@@ -36,6 +37,8 @@ def test_opcheck_backward(mask):
     y = fusedmlp.linear_relu(x, w, b)
     torch.library.opcheck(torch.ops.fusedmlp.linear_relu_backward.default,
                           (torch.randn_like(y), x, w, y, mask))
+    torch.library.opcheck(torch.ops.fusedmlp.linear_backward.default,
+                          (torch.randn_like(y), x, w, mask))
 
 
 class MLP(nn.Module):
@@ -45,7 +48,7 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(16, 4)
 
     def forward(self, x):
-        return self.fc2(self.fc1(x))
+        return fusedmlp.linear(self.fc1(x), self.fc2.weight, self.fc2.bias)
 
 
 def fwd_bwd(model, x):

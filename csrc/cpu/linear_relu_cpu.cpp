@@ -1,4 +1,4 @@
-// CPU kernels of fusedmlp::linear_relu and fusedmlp::linear_relu_backward: thin shape
+// CPU kernels of the fusedmlp ops (linear_relu, linear and their backwards): thin shape
 // plumbing around the blocked GEMM (gemm.h), which does all the arithmetic.
 #include <ATen/Dispatch.h>
 #include <ATen/core/Tensor.h>
@@ -13,6 +13,8 @@
 
 namespace fusedmlp::cpu {
 namespace {
+
+using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
 
 void check_cpu_dtype(const char* op, const at::Tensor& x) {
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
@@ -32,16 +34,16 @@ at::Tensor as_rows(const at::Tensor& t, int64_t cols) {
   return t.reshape({rows, cols});
 }
 
-at::Tensor linear_relu_cpu(const at::Tensor& x, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias) {
-  check_linear_relu_args(x, weight, bias);
-  check_cpu_dtype("fusedmlp.linear_relu", x);
+// y = act(x · W^T + b): A = x, B = W^T, the register tile starts from the bias.
+at::Tensor forward(const char* op, const at::Tensor& x, const at::Tensor& weight,
+                   const std::optional<at::Tensor>& bias, bool relu) {
+  check_forward_args(op, x, weight, bias);
+  check_cpu_dtype(op, x);
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
   const at::Tensor x2 = as_rows(x, in_features);
-  at::Tensor y = at::empty(linear_relu_output_shape(x, weight), x.options());
+  at::Tensor y = at::empty(output_shape(x, weight), x.options());
   const bool has_bias = bias.has_value() && bias->defined();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fusedmlp_linear_relu_cpu", [&] {
-    // y = relu(x · W^T + b): A = x, B = W^T, the tile starts from the bias.
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fusedmlp_forward_cpu", [&] {
     GemmProblem<scalar_t> pb;
     pb.m = x2.size(0);
     pb.n = out_features;
@@ -53,21 +55,24 @@ at::Tensor linear_relu_cpu(const at::Tensor& x, const at::Tensor& weight,
       pb.bias = bias->const_data_ptr<scalar_t>();
       pb.bias_stride = bias->stride(0);
     }
-    pb.relu = true;
+    pb.relu = relu;
     gemm(pb);
   });
   return y;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_relu_backward_cpu(
-    const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
-    const at::Tensor& y, std::array<bool, 3> output_mask) {
-  check_linear_relu_backward_args(grad_y, x, weight, y);
-  check_cpu_dtype("fusedmlp.linear_relu_backward", x);
+// Gradients of y = act(x · W^T + b). `relu_output` is the saved y of linear_relu (its sign
+// is the ReLU mask), undefined for plain linear. The masked grad_y is never materialised:
+// the mask is applied while grad_y is packed, and grad_b is summed in that same pass.
+Grads backward(const char* op, const at::Tensor& grad_y, const at::Tensor& x,
+               const at::Tensor& weight, const at::Tensor& relu_output,
+               std::array<bool, 3> output_mask) {
+  check_backward_args(op, grad_y, x, weight, relu_output);
+  check_cpu_dtype(op, x);
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
   const at::Tensor x2 = as_rows(x, in_features);
   const at::Tensor g2 = as_rows(grad_y, out_features);
-  const at::Tensor y2 = as_rows(y, out_features);
+  const at::Tensor y2 = relu_output.defined() ? as_rows(relu_output, out_features) : at::Tensor();
   const int64_t rows = x2.size(0);
 
   at::Tensor grad_x, grad_w, grad_b;
@@ -75,9 +80,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_relu_backward_cpu(
   if (output_mask[1]) grad_w = at::empty({out_features, in_features}, weight.options());
   if (output_mask[2]) grad_b = at::empty({out_features}, weight.options());
 
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fusedmlp_linear_relu_backward_cpu", [&] {
-    // g = grad_y masked by y > 0 is never materialised: the mask is applied as g is packed.
-    const StridedMatrix<scalar_t> g = matrix<scalar_t>(g2), mask = matrix<scalar_t>(y2);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fusedmlp_backward_cpu", [&] {
+    const StridedMatrix<scalar_t> g = matrix<scalar_t>(g2);
+    const StridedMatrix<scalar_t> mask = y2.defined() ? matrix<scalar_t>(y2) : StridedMatrix<scalar_t>{};
     if (grad_x.defined()) {  // grad_x = g · W
       GemmProblem<scalar_t> pb;
       pb.m = rows;
@@ -108,11 +113,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_relu_backward_cpu(
   return {grad_x, grad_w, grad_b};
 }
 
+at::Tensor linear_relu_cpu(const at::Tensor& x, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias) {
+  return forward("fusedmlp.linear_relu", x, weight, bias, /*relu=*/true);
+}
+
+Grads linear_relu_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x,
+                               const at::Tensor& weight, const at::Tensor& y,
+                               std::array<bool, 3> output_mask) {
+  TORCH_CHECK(y.defined(), "fusedmlp.linear_relu_backward: y (the forward output) is required");
+  return backward("fusedmlp.linear_relu_backward", grad_y, x, weight, y, output_mask);
+}
+
+at::Tensor linear_cpu(const at::Tensor& x, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias) {
+  return forward("fusedmlp.linear", x, weight, bias, /*relu=*/false);
+}
+
+Grads linear_backward_cpu(const at::Tensor& grad_y, const at::Tensor& x,
+                          const at::Tensor& weight, std::array<bool, 3> output_mask) {
+  return backward("fusedmlp.linear_backward", grad_y, x, weight, at::Tensor(), output_mask);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fusedmlp, CPU, m) {
   m.impl("linear_relu", &linear_relu_cpu);
   m.impl("linear_relu_backward", &linear_relu_backward_cpu);
+  m.impl("linear", &linear_cpu);
+  m.impl("linear_backward", &linear_backward_cpu);
 }
 
 }  // namespace fusedmlp::cpu
