@@ -118,6 +118,8 @@ def strided_cases(dtype):
         "x_transposed": (base_x.t(), torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)),
         "x_sliced": (torch.randn(rows, 2 * k, dtype=dtype)[:, ::2],
                      torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)),
+        "x_row_padded": (torch.randn(rows, k + 5, dtype=dtype)[:, :k],  # read in place, lda > k
+                         torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)),
         "x_expanded": (torch.randn(1, k, dtype=dtype).expand(rows, k),
                        torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)),
         "weight_transposed": (torch.randn(rows, k, dtype=dtype), base_w.t(),

@@ -152,14 +152,13 @@ void pack_b_block(const StridedMatrix<T>& b, int64_t p0, int64_t kc, int64_t j0,
         for (int j = 0; j < cols; ++j) out[j] = src[j];
         for (int j = cols; j < nr; ++j) out[j] = T(0);
       }
-    } else {  // columns of B are contiguous (B = W^T): walk each column once
-      for (int j = 0; j < cols; ++j) {
-        const T* src = &b.data[p0 * b.row_stride + (j0 + jr + j) * b.col_stride];
-        for (int64_t p = 0; p < kc; ++p) panel[p * nr + j] = src[p * b.row_stride];
+    } else {  // a transpose (B = W^T): read NR columns side by side, write panel rows
+      const T* src = &b.data[p0 * b.row_stride + (j0 + jr) * b.col_stride];
+      for (int64_t p = 0; p < kc; ++p) {
+        T* out = panel + p * nr;
+        for (int j = 0; j < cols; ++j) out[j] = src[p * b.row_stride + j * b.col_stride];
+        for (int j = cols; j < nr; ++j) out[j] = T(0);
       }
-      if (cols < nr)
-        for (int64_t p = 0; p < kc; ++p)
-          for (int j = cols; j < nr; ++j) panel[p * nr + j] = T(0);
     }
   }
 }
@@ -170,7 +169,10 @@ void run_task(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking
   const int64_t ib = task / blk.n_blocks, jb = task % blk.n_blocks;
   const int64_t i0 = ib * blk.mc, mc = std::min(blk.mc, pb.m - i0);
   const int64_t j0 = jb * blk.nc, nc = std::min(blk.nc, pb.n - j0);
-  T* a_packed = scratch<T>(0, blk.mc * blk.kc);
+  // A is read in place when it is K-contiguous and needs no mask or row sums (the forward
+  // pass: x is row-major); otherwise it is packed into MR-row panels.
+  const bool pack_a = pb.a.col_stride != 1 || pb.a_mask.data || pb.a_row_sums;
+  T* a_packed = pack_a ? scratch<T>(0, blk.mc * blk.kc) : nullptr;
   T* b_packed = scratch<T>(1, blk.kc * blk.nc);
   // Row sums of A are taken once per row: by the tasks of the first column block.
   T* row_sums = jb == 0 ? pb.a_row_sums : nullptr;
@@ -181,12 +183,16 @@ void run_task(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking
     pack_b_block(pb.b, p0, kc, j0, nc, uk.nr, b_packed);
     if (pb.a_mask.data)
       pack_a_block<T, true>(pb, i0, mc, p0, kc, uk.mr, a_packed, row_sums, first);
-    else
+    else if (pack_a)
       pack_a_block<T, false>(pb, i0, mc, p0, kc, uk.mr, a_packed, row_sums, first);
     for (int64_t ir = 0; ir < mc; ir += uk.mr) {
+      const T* a = pack_a ? a_packed + ir * kc : &pb.a.data[(i0 + ir) * pb.a.row_stride + p0];
+      const int64_t a_row_stride = pack_a ? 1 : pb.a.row_stride;
+      const int64_t a_k_stride = pack_a ? uk.mr : 1;
       for (int64_t jr = 0; jr < nc; jr += uk.nr) {
-        uk.run(kc, a_packed + ir * kc, b_packed + jr * kc, pb.c + (i0 + ir) * pb.n + j0 + jr,
-               pb.n, static_cast<int>(std::min<int64_t>(uk.mr, mc - ir)),
+        uk.run(kc, a, a_row_stride, a_k_stride, b_packed + jr * kc,
+               pb.c + (i0 + ir) * pb.n + j0 + jr, pb.n,
+               static_cast<int>(std::min<int64_t>(uk.mr, mc - ir)),
                static_cast<int>(std::min<int64_t>(uk.nr, nc - jr)),
                bias_padded ? bias_padded + j0 + jr : nullptr, !first, pb.relu && last);
       }

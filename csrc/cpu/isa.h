@@ -12,17 +12,20 @@ namespace fusedmlp::cpu {
 
 enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
 
-// Computes one MR x NR tile of C from packed panels:
+// Computes one MR x NR tile of C:
 //   C[0:m_valid, 0:n_valid] = epilogue(init + A_panel · B_panel)
-// a: kc x MR, k-major (a[p*MR + i]); b: kc x NR, k-major (b[p*NR + j]); both zero padded.
+// A(i, p) = a[i * a_row_stride + p * a_k_stride]: a packed panel (strides 1, MR) or, when
+// A is already K-contiguous, A itself (strides lda, 1; rows >= m_valid are never read).
+// b: kc x NR, packed k-major (b[p*NR + j]), zero padded.
 // init is the tile of C itself when `accumulate` (a later K block), else `bias` (NR
 // values, zero padded; may be null for zero). `relu` applies max(0, v) keeping NaN.
 template <typename T>
 struct MicroKernel {
   int mr;
   int nr;
-  void (*run)(int64_t kc, const T* a, const T* b, T* c, int64_t ldc, int m_valid,
-              int n_valid, const T* bias, bool accumulate, bool relu);
+  void (*run)(int64_t kc, const T* a, int64_t a_row_stride, int64_t a_k_stride, const T* b,
+              T* c, int64_t ldc, int m_valid, int n_valid, const T* bias, bool accumulate,
+              bool relu);
 };
 
 struct MicroKernels {

@@ -13,12 +13,17 @@ namespace {  // NOLINT: see above
 
 // C tile = epilogue(init + A_panel · B_panel); MR rows x NV vectors of V::width columns.
 template <class V, int MR, int NV>
-void microkernel(int64_t kc, const typename V::T* a, const typename V::T* b,
-                 typename V::T* c, int64_t ldc, int m_valid, int n_valid,
-                 const typename V::T* bias, bool accumulate, bool relu) {
+void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64_t a_k_stride,
+                 const typename V::T* b, typename V::T* c, int64_t ldc, int m_valid,
+                 int n_valid, const typename V::T* bias, bool accumulate, bool relu) {
   constexpr int W = V::width;
   constexpr int NR = NV * W;
   typename V::Reg acc[MR][NV];
+  // Rows past m_valid (an edge tile of unpacked A) re-read the last valid row: never out
+  // of bounds, and their results are never stored.
+  const typename V::T* a_rows[MR];
+#pragma GCC unroll 32
+  for (int i = 0; i < MR; ++i) a_rows[i] = a + (i < m_valid ? i : m_valid - 1) * a_row_stride;
 
   // The accumulators start from the bias (first K block) or from the partial C.
   if (accumulate) {
@@ -43,7 +48,7 @@ void microkernel(int64_t kc, const typename V::T* a, const typename V::T* b,
     for (int j = 0; j < NV; ++j) bv[j] = V::load(b + p * NR + j * W);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
-      const typename V::Reg av = V::broadcast(a + p * MR + i);
+      const typename V::Reg av = V::broadcast(a_rows[i] + p * a_k_stride);
 #pragma GCC unroll 8
       for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(av, bv[j], acc[i][j]);
     }
