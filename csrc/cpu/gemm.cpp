@@ -141,24 +141,28 @@ void pack_a_block(const GemmProblem<T>& pb, int64_t i0, int64_t mc, int64_t p0, 
 // Packs rows [p0, p0+kc) x cols [j0, j0+nc) of B into NR-column panels, k-major, zero padded.
 template <typename T>
 void pack_b_block(const StridedMatrix<T>& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
-                  int nr, T* dst) {
+                  const MicroKernel<T>& uk, T* dst) {
+  const int nr = uk.nr;
   for (int64_t jr = 0; jr < nc; jr += nr) {
     const int cols = static_cast<int>(std::min<int64_t>(nr, nc - jr));
     T* panel = dst + jr * kc;
-    if (b.col_stride == 1) {  // rows of B are contiguous: copy runs of NR
-      for (int64_t p = 0; p < kc; ++p) {
-        const T* src = &b.data[(p0 + p) * b.row_stride + (j0 + jr)];
-        T* out = panel + p * nr;
-        for (int j = 0; j < cols; ++j) out[j] = src[j];
-        for (int j = cols; j < nr; ++j) out[j] = T(0);
-      }
-    } else {  // a transpose (B = W^T): read NR columns side by side, write panel rows
-      const T* src = &b.data[p0 * b.row_stride + (j0 + jr) * b.col_stride];
-      for (int64_t p = 0; p < kc; ++p) {
-        T* out = panel + p * nr;
-        for (int j = 0; j < cols; ++j) out[j] = src[p * b.row_stride + j * b.col_stride];
-        for (int j = cols; j < nr; ++j) out[j] = T(0);
-      }
+    const T* src = &b.data[p0 * b.row_stride + (j0 + jr) * b.col_stride];
+    int64_t p_done = 0;
+    int j_done = 0;
+    const int tile = uk.transpose_tile;
+    if (b.row_stride == 1 && tile > 0) {  // B = W^T, W row-major: SIMD tile transposes
+      p_done = kc / tile * tile;
+      j_done = cols / tile * tile;
+      for (int64_t p = 0; p < p_done; p += tile)
+        for (int j = 0; j < j_done; j += tile)
+          uk.transpose(src + j * b.col_stride + p, b.col_stride, panel + p * nr + j, nr);
+    }
+    // What the tiles did not cover: the right columns of every row, then the bottom rows.
+    for (int64_t p = 0; p < kc; ++p) {
+      T* out = panel + p * nr;
+      for (int j = p < p_done ? j_done : 0; j < cols; ++j)
+        out[j] = src[p * b.row_stride + j * b.col_stride];
+      for (int j = cols; j < nr; ++j) out[j] = T(0);
     }
   }
 }
@@ -180,7 +184,7 @@ void run_task(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking
   do {  // runs once when k == 0: C is then the epilogue of the bias alone
     const int64_t kc = std::min(blk.kc, pb.k - p0);
     const bool first = p0 == 0, last = p0 + kc >= pb.k;
-    pack_b_block(pb.b, p0, kc, j0, nc, uk.nr, b_packed);
+    pack_b_block(pb.b, p0, kc, j0, nc, uk, b_packed);
     if (pb.a_mask.data)
       pack_a_block<T, true>(pb, i0, mc, p0, kc, uk.mr, a_packed, row_sums, first);
     else if (pack_a)

@@ -45,11 +45,50 @@ struct F64x4 {
   static Reg relu(Reg v) { return _mm256_max_pd(_mm256_setzero_pd(), v); }
 };
 
+// dst[p * dst_ld + j] = src[j * src_ld + p] for an 8 x 8 float tile, in registers.
+void transpose_8x8(const float* src, int64_t src_ld, float* dst, int64_t dst_ld) {
+  __m256 r[8], t[8];
+  for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * src_ld);
+  for (int j = 0; j < 8; j += 2) {  // interleave row pairs
+    t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
+    t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
+  }
+  for (int h = 0; h < 8; h += 4) {  // 4 x 4 blocks within each 128-bit lane
+    r[h] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int p = 0; p < 4; ++p) {  // swap the 128-bit lanes between the two halves
+    _mm256_storeu_ps(dst + p * dst_ld, _mm256_permute2f128_ps(r[p], r[p + 4], 0x20));
+    _mm256_storeu_ps(dst + (p + 4) * dst_ld, _mm256_permute2f128_ps(r[p], r[p + 4], 0x31));
+  }
+}
+
+// The same for a 4 x 4 double tile.
+void transpose_4x4(const double* src, int64_t src_ld, double* dst, int64_t dst_ld) {
+  __m256d r[4], t[4];
+  for (int j = 0; j < 4; ++j) r[j] = _mm256_loadu_pd(src + j * src_ld);
+  for (int j = 0; j < 4; j += 2) {
+    t[j] = _mm256_unpacklo_pd(r[j], r[j + 1]);
+    t[j + 1] = _mm256_unpackhi_pd(r[j], r[j + 1]);
+  }
+  for (int p = 0; p < 2; ++p) {
+    _mm256_storeu_pd(dst + p * dst_ld, _mm256_permute2f128_pd(t[p], t[p + 2], 0x20));
+    _mm256_storeu_pd(dst + (p + 2) * dst_ld, _mm256_permute2f128_pd(t[p], t[p + 2], 0x31));
+  }
+}
+
 }  // namespace
 
 // 6 x 16 fp32: 12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers.
 MicroKernels avx2_microkernels() {
-  return {make_microkernel<F32x8, 6, 2>(), make_microkernel<F64x4, 6, 2>()};
+  MicroKernels k{make_microkernel<F32x8, 6, 2>(), make_microkernel<F64x4, 6, 2>()};
+  k.f32.transpose_tile = 8;
+  k.f32.transpose = &transpose_8x8;
+  k.f64.transpose_tile = 4;
+  k.f64.transpose = &transpose_4x4;
+  return k;
 }
 
 }  // namespace fusedmlp::cpu

@@ -50,8 +50,15 @@ struct F64x8 {
 
 // 8 x 32 fp32: 16 accumulators + 2 B vectors of the 32 zmm registers; A is broadcast
 // straight from memory (embedded broadcast), 16 FMAs per 10 loads.
+// Packing uses the AVX2 transposes (every AVX-512 CPU has AVX2).
 MicroKernels avx512_microkernels() {
-  return {make_microkernel<F32x16, 8, 2>(), make_microkernel<F64x8, 8, 2>()};
+  MicroKernels k{make_microkernel<F32x16, 8, 2>(), make_microkernel<F64x8, 8, 2>()};
+  const MicroKernels avx2 = avx2_microkernels();
+  k.f32.transpose_tile = avx2.f32.transpose_tile;
+  k.f32.transpose = avx2.f32.transpose;
+  k.f64.transpose_tile = avx2.f64.transpose_tile;
+  k.f64.transpose = avx2.f64.transpose;
+  return k;
 }
 
 }  // namespace fusedmlp::cpu

@@ -80,7 +80,7 @@ void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64
 
 template <class V, int MR, int NV>
 MicroKernel<typename V::T> make_microkernel() {
-  return {MR, NV * V::width, &microkernel<V, MR, NV>};
+  return {MR, NV * V::width, &microkernel<V, MR, NV>, 0, nullptr};
 }
 
 }  // namespace
