@@ -1,24 +1,32 @@
-"""CPU benchmark: fusedmlp.linear_relu vs eager F.relu(F.linear(...)), same process.
+"""CPU benchmark of fusedmlp against what users would otherwise run, in one process.
 
-    python benchmarks/bench.py                 # default shapes, fp32, all threads
-    python benchmarks/bench.py --shapes 64x784x128,1024x1024x1024 --dtype float64
+    python benchmarks/bench.py                       # everything, default shapes, fp32
+    python benchmarks/bench.py --shapes 64x784x128 --no-compile --json out.json
 
-Each row times forward and forward+backward (x, weight and bias all require grad) with
-torch.utils.benchmark and prints the median times and the speedup ratio eager/fused
-(> 1 means fusedmlp is faster).
+Three tables, each timed with torch.utils.benchmark (median of blocked_autorange) and
+given as speedup ratios baseline_time / fused_time (> 1: fusedmlp is faster):
+  1. GEMM core: fusedmlp.linear (no bias) vs torch.mm(x, w.t()) at 1024^3 and 2048^3.
+  2. Layers: fused Linear+ReLU vs eager F.relu(F.linear), torch.compile of it, and
+     oneDNN's fused torch.ops.mkldnn._linear_pointwise(..., "relu") (forward only: it has
+     no autograd), forward (no grad) and forward+backward (x, weight, bias all need grads).
+  3. The seed's training step: 784->128->ReLU->10, CrossEntropyLoss, SGD(lr=0.01), batch 64,
+     eager vs fc1+ReLU as FusedLinearReLU (fc2 via fusedmlp.linear) vs torch.compile(eager).
 """
 import argparse
+import json
 import platform
 import sys
 
 import torch
 import torch.nn.functional as F
 import torch.utils.benchmark as tb
+from torch import nn
 
 import fusedmlp
 
-DEFAULT_SHAPES = ["64x784x128", "256x784x128", "1024x784x128", "4096x784x128",
-                  "64x128x10", "1024x1024x1024"]
+LAYER_SHAPES = ["64x784x128", "256x784x128", "1024x784x128", "4096x784x128",
+                "64x128x10", "1024x1024x1024"]
+GEMM_SIZES = [1024, 2048]
 
 
 def parse_shape(text):
@@ -29,61 +37,205 @@ def parse_shape(text):
     return m, k, n
 
 
-def median_us(stmt, env, min_run_time):
-    timer = tb.Timer(stmt=stmt, globals=env, num_threads=torch.get_num_threads())
+def median_us(fn, min_run_time):
+    timer = tb.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e6
 
 
-def bench_shape(m, k, n, dtype, min_run_time):
+def compiled(fn):
+    torch._dynamo.reset()
+    return torch.compile(fn, fullgraph=True, dynamic=False)
+
+
+def bench_gemm(size, dtype, min_run_time):
+    x = torch.randn(size, size, dtype=dtype)
+    w = torch.randn(size, size, dtype=dtype)
+    with torch.no_grad():
+        mm_us = median_us(lambda: torch.mm(x, w.t()), min_run_time)
+        ours_us = median_us(lambda: fusedmlp.linear(x, w), min_run_time)
+    flop = 2.0 * size ** 3
+    return {"size": size, "mm_us": mm_us, "fused_us": ours_us,
+            "mm_gflops": flop / mm_us / 1e3, "fused_gflops": flop / ours_us / 1e3,
+            "ratio": mm_us / ours_us}
+
+
+def eager_linear_relu(x, w, b):
+    return F.relu(F.linear(x, w, b))
+
+
+def bench_layer(m, k, n, dtype, min_run_time, with_compile):
     torch.manual_seed(0)
     x = torch.randn(m, k, dtype=dtype, requires_grad=True)
     w = (torch.randn(n, k, dtype=dtype) / k ** 0.5).requires_grad_()
     b = torch.randn(n, dtype=dtype, requires_grad=True)
     g = torch.randn(m, n, dtype=dtype)
-    env = {"F": F, "fm": fusedmlp, "x": x, "w": w, "b": b, "g": g, "torch": torch}
-    eager_f = "F.relu(F.linear(x, w, b))"
-    fused_f = "fm.linear_relu(x, w, b)"
+    impls = {"fused": fusedmlp.linear_relu, "eager": eager_linear_relu}
+    if with_compile:
+        impls["compile"] = compiled(eager_linear_relu)
     row = {"shape": f"{m}x{k}->{n}"}
     with torch.no_grad():
-        row["fwd_eager_us"] = median_us(eager_f, env, min_run_time)
-        row["fwd_fused_us"] = median_us(fused_f, env, min_run_time)
-    grads = "torch.autograd.grad({}, (x, w, b), g)"
-    row["fwdbwd_eager_us"] = median_us(grads.format(eager_f), env, min_run_time)
-    row["fwdbwd_fused_us"] = median_us(grads.format(fused_f), env, min_run_time)
-    row["fwd_ratio"] = row["fwd_eager_us"] / row["fwd_fused_us"]
-    row["fwdbwd_ratio"] = row["fwdbwd_eager_us"] / row["fwdbwd_fused_us"]
-    flop = 2.0 * m * k * n
-    row["fwd_fused_gflops"] = flop / row["fwd_fused_us"] / 1e3
+        for name, fn in impls.items():
+            row[f"fwd_{name}_us"] = median_us(lambda: fn(x, w, b), min_run_time)
+        if torch.backends.mkldnn.is_available() and dtype == torch.float32:
+            onednn = torch.ops.mkldnn._linear_pointwise
+            row["fwd_onednn_us"] = median_us(lambda: onednn(x, w, b, "relu", [], ""), min_run_time)
+    for name, fn in impls.items():
+        row[f"fwdbwd_{name}_us"] = median_us(
+            lambda: torch.autograd.grad(fn(x, w, b), (x, w, b), g), min_run_time)
+    for kind in ("fwd", "fwdbwd"):
+        for base in ("eager", "compile", "onednn"):
+            if f"{kind}_{base}_us" in row:
+                row[f"{kind}_vs_{base}"] = row[f"{kind}_{base}_us"] / row[f"{kind}_fused_us"]
+    row["fwd_fused_gflops"] = 2.0 * m * k * n / row["fwd_fused_us"] / 1e3
     return row
+
+
+class SeedNet(nn.Module):
+    """The classic MNIST MLP; `fused` swaps fc1+ReLU for FusedLinearReLU, fc2 for our linear."""
+
+    def __init__(self, fused):
+        super().__init__()
+        self.fused = fused
+        self.fc1 = fusedmlp.FusedLinearReLU(784, 128) if fused else nn.Linear(784, 128)
+        self.fc2 = nn.Linear(128, 10)
+
+    def forward(self, x):
+        x = torch.flatten(x, 1)
+        if self.fused:
+            return fusedmlp.linear(self.fc1(x), self.fc2.weight, self.fc2.bias)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def bench_training_step(batch, min_run_time, with_compile):
+    torch.manual_seed(0)
+    images = torch.randn(batch, 1, 28, 28)
+    labels = torch.randint(0, 10, (batch,))
+    loss_fn = nn.CrossEntropyLoss()
+
+    def make_step(model):
+        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+        def step():
+            opt.zero_grad()
+            loss = loss_fn(model(images), labels)
+            loss.backward()
+            opt.step()
+        return step
+
+    plain = SeedNet(fused=False)
+    fused = SeedNet(fused=True)
+    fused.load_state_dict(plain.state_dict())
+    row = {"batch": batch,
+           "eager_us": median_us(make_step(plain), min_run_time),
+           "fused_us": median_us(make_step(fused), min_run_time)}
+    if with_compile:
+        torch._dynamo.reset()
+        model_c = torch.compile(SeedNet(fused=False))
+        row["compile_us"] = median_us(make_step(model_c), min_run_time)
+        row["vs_compile"] = row["compile_us"] / row["fused_us"]
+    row["vs_eager"] = row["eager_us"] / row["fused_us"]
+    return row
+
+
+def print_table(title, columns, rows):
+    print(f"\n{title}\n")
+    print("| " + " | ".join(label for label, _ in columns) + " |")
+    print("|" + "|".join("---:" for _ in columns) + "|")
+    for row in rows:
+        cells = []
+        for _, fmt in columns:
+            try:
+                cells.append(fmt(row))
+            except KeyError:
+                cells.append("-")
+        print("| " + " | ".join(cells) + " |")
+    sys.stdout.flush()
+
+
+def us(key):
+    return lambda r: f"{r[key]:.1f}"
+
+
+def ratio(key):
+    return lambda r: f"{r[key]:.2f}x"
+
+
+def plot(path, layers):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    series = [(f"{kind} vs {base}", f"{kind}_vs_{base}")
+              for kind in ("fwd", "fwdbwd") for base in ("eager", "compile", "onednn")
+              if any(f"{kind}_vs_{base}" in r for r in layers)]
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    width = 0.8 / max(len(series), 1)
+    for i, (label, key) in enumerate(series):
+        values = [r.get(key, 0.0) for r in layers]
+        ax.bar([j + i * width for j in range(len(layers))], values, width, label=label)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(layers))])
+    ax.set_xticklabels([r["shape"] for r in layers])
+    ax.set_ylabel("speedup of fusedmlp (x)")
+    ax.set_title("fusedmlp Linear+ReLU vs baselines (CPU)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", default=",".join(DEFAULT_SHAPES),
-                        help="comma-separated BATCHxINxOUT list")
+    parser.add_argument("--shapes", default=",".join(LAYER_SHAPES),
+                        help="comma-separated BATCHxINxOUT list for the layer table")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--min-run-time", type=float, default=0.5,
                         help="seconds per measurement (torch.utils.benchmark)")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile baselines")
+    parser.add_argument("--skip", default="", help="comma list of tables to skip: gemm,layers,train")
+    parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
+    parser.add_argument("--plot", metavar="PATH", help="PNG bar chart of the layer ratios")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     shapes = [parse_shape(s) for s in args.shapes.split(",") if s]
     dtype = getattr(torch, args.dtype)
+    skip = set(filter(None, args.skip.split(",")))
+    with_compile = not args.no_compile
     info = fusedmlp.info()
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, fusedmlp ISA {info['cpu_isa']}, {args.dtype}")
-    header = (f"| {'shape':>16} | {'fwd eager us':>12} | {'fwd fused us':>12} | {'fwd ratio':>9} "
-              f"| {'fused GF/s':>10} | {'f+b eager us':>12} | {'f+b fused us':>12} | {'f+b ratio':>9} |")
-    print(header)
-    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    for m, k, n in shapes:
-        r = bench_shape(m, k, n, dtype, args.min_run_time)
-        print(f"| {r['shape']:>16} | {r['fwd_eager_us']:12.1f} | {r['fwd_fused_us']:12.1f} "
-              f"| {r['fwd_ratio']:8.2f}x | {r['fwd_fused_gflops']:10.1f} "
-              f"| {r['fwdbwd_eager_us']:12.1f} | {r['fwdbwd_fused_us']:12.1f} "
-              f"| {r['fwdbwd_ratio']:8.2f}x |")
-        sys.stdout.flush()
+    header = (f"{platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+              f"fusedmlp ISA {info['cpu_isa']}, {args.dtype}")
+    print(f"# {header}")
+    results = {"machine": header, "gemm": [], "layers": [], "train": []}
+
+    if "gemm" not in skip:
+        results["gemm"] = [bench_gemm(s, dtype, args.min_run_time) for s in GEMM_SIZES]
+        print_table("GEMM core (fusedmlp.linear, no bias, vs torch.mm)",
+                    [("size", lambda r: f"{r['size']}^3"), ("torch.mm us", us("mm_us")),
+                     ("fused us", us("fused_us")), ("torch.mm GF/s", lambda r: f"{r['mm_gflops']:.1f}"),
+                     ("fused GF/s", lambda r: f"{r['fused_gflops']:.1f}"), ("ratio", ratio("ratio"))],
+                    results["gemm"])
+    if "layers" not in skip:
+        for m, k, n in shapes:
+            results["layers"].append(bench_layer(m, k, n, dtype, args.min_run_time, with_compile))
+        print_table("Linear+ReLU layer: times (us) and speedups of fused over each baseline",
+                    [("shape", lambda r: r["shape"]), ("fwd fused", us("fwd_fused_us")),
+                     ("fwd eager", us("fwd_eager_us")), ("vs eager", ratio("fwd_vs_eager")),
+                     ("vs compile", ratio("fwd_vs_compile")), ("vs oneDNN", ratio("fwd_vs_onednn")),
+                     ("f+b fused", us("fwdbwd_fused_us")), ("f+b eager", us("fwdbwd_eager_us")),
+                     ("vs eager", ratio("fwdbwd_vs_eager")), ("vs compile", ratio("fwdbwd_vs_compile"))],
+                    results["layers"])
+    if "train" not in skip and dtype == torch.float32:
+        results["train"] = [bench_training_step(64, args.min_run_time, with_compile)]
+        print_table("Seed training step (784-128-10, CE, SGD, batch 64)",
+                    [("batch", lambda r: str(r["batch"])), ("eager us", us("eager_us")),
+                     ("compile us", us("compile_us")), ("fused us", us("fused_us")),
+                     ("vs eager", ratio("vs_eager")), ("vs compile", ratio("vs_compile"))],
+                    results["train"])
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    if args.plot and results["layers"]:
+        plot(args.plot, results["layers"])
 
 
 if __name__ == "__main__":
