@@ -33,8 +33,21 @@ namespace {
 
 using fusedmlp::cpu::Isa;
 
+// A C++ exception must not cross into Python's C API: turn it into a ValueError.
+template <typename Fn>
+PyObject* as_value_error(Fn fn) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    PyErr_SetString(PyExc_ValueError, e.what());
+    return nullptr;
+  }
+}
+
 PyObject* cpu_isa(PyObject*, PyObject*) {
-  return PyUnicode_FromString(fusedmlp::cpu::isa_name(fusedmlp::cpu::active_isa()));
+  return as_value_error([] {
+    return PyUnicode_FromString(fusedmlp::cpu::isa_name(fusedmlp::cpu::active_isa()));
+  });
 }
 
 PyObject* best_cpu_isa(PyObject*, PyObject*) {
@@ -44,13 +57,10 @@ PyObject* best_cpu_isa(PyObject*, PyObject*) {
 PyObject* set_cpu_isa(PyObject*, PyObject* arg) {
   const char* name = PyUnicode_AsUTF8(arg);
   if (name == nullptr) return nullptr;
-  try {
+  return as_value_error([name] {
     fusedmlp::cpu::set_active_isa(fusedmlp::cpu::parse_isa(name));
-  } catch (const std::invalid_argument& e) {
-    PyErr_SetString(PyExc_ValueError, e.what());
-    return nullptr;
-  }
-  Py_RETURN_NONE;
+    Py_RETURN_NONE;
+  });
 }
 
 PyObject* cuda_built(PyObject*, PyObject*) {

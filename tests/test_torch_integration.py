@@ -1,4 +1,5 @@
 """The ops as torch sees them: opcheck, torch.compile, torch.export, the info helpers."""
+import os
 import subprocess
 import sys
 
@@ -112,11 +113,31 @@ def test_set_cpu_isa_rejects_unknown_and_unsupported():
             fusedmlp.set_cpu_isa("avx512")
 
 
+def run_with_isa_env(value, code):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "FUSEDMLP_CPU_ISA": value})
+
+
 def test_isa_from_environment():
-    code = "import fusedmlp; print(fusedmlp.info()['cpu_isa'])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, env={**__import__("os").environ, "FUSEDMLP_CPU_ISA": "generic"})
-    assert out.stdout.strip() == "generic"
+    out = run_with_isa_env("generic", "import fusedmlp; print(fusedmlp.info()['cpu_isa'])")
+    assert out.returncode == 0 and out.stdout.strip() == "generic"
+
+
+def test_bad_isa_environment_gets_clear_errors_not_a_crash():
+    code = """
+import torch, fusedmlp
+for call in (fusedmlp.info, lambda: fusedmlp.linear_relu(torch.ones(1, 1), torch.ones(1, 1))):
+    try:
+        call()
+    except (ValueError, RuntimeError) as e:
+        print(type(e).__name__, e)
+"""
+    out = run_with_isa_env("sse9", code)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2
+    for line in lines:  # torch maps the C++ std::invalid_argument to ValueError too
+        assert line.startswith("ValueError FUSEDMLP_CPU_ISA=sse9: unknown CPU ISA 'sse9'")
 
 
 @requires_cuda

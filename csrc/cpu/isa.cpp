@@ -51,9 +51,13 @@ void check_supported(Isa isa) {
 Isa initial_isa() {
   const char* env = std::getenv("FUSEDMLP_CPU_ISA");
   if (env == nullptr || *env == '\0') return best_isa();
-  const Isa isa = parse_isa(env);
-  check_supported(isa);
-  return isa;
+  try {
+    const Isa isa = parse_isa(env);
+    check_supported(isa);
+    return isa;
+  } catch (const std::invalid_argument& e) {
+    throw std::invalid_argument(std::string("FUSEDMLP_CPU_ISA=") + env + ": " + e.what());
+  }
 }
 
 std::atomic<int>& active_isa_slot() {
