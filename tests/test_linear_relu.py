@@ -281,3 +281,28 @@ def test_bitwise_identical_for_any_thread_count(dtype):
     for other in results[1:]:
         for a, c in zip(results[0], other):
             assert torch.equal(a, c)
+
+
+@pytest.mark.parametrize("entry", ["linear_relu", "LinearReLUFunction.apply", "linear"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_gradgradcheck_fp64(entry, bias):
+    """Double backward: the backward ops are differentiable too."""
+    x, w, b = well_conditioned(4, 6, 5)
+    x = x.detach().reshape(2, 2, 6).requires_grad_()  # N-D input through the 2nd order too
+    fn = {"linear_relu": fusedmlp.linear_relu, "linear": fusedmlp.linear,
+          "LinearReLUFunction.apply": fusedmlp.LinearReLUFunction.apply}[entry]
+    args = (x, w, b) if bias else (x, w)
+    assert torch.autograd.gradgradcheck(fn, args, eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+def test_gradient_penalty_matches_eager():
+    x, w, b = make(7, 9, 5, torch.float64)
+
+    def penalty_grads(layer):
+        (gx,) = torch.autograd.grad(layer(x, w, b).sum(), x, create_graph=True)
+        return torch.autograd.grad(gx.square().sum(), (w, b), allow_unused=True)
+
+    ours = penalty_grads(fusedmlp.linear_relu)
+    eager = penalty_grads(lambda x, w, b: F.relu(F.linear(x, w, b)))
+    torch.testing.assert_close(ours[0], eager[0])
+    assert ours[1] is None or torch.count_nonzero(ours[1]) == 0  # b enters only via the mask
