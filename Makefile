@@ -10,13 +10,13 @@ export MAX_JOBS ?= 2
 
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup build test demo bench info clean
+.PHONY: setup build test demo bench info fuzz sanitize clean
 
 setup: $(VENV)/.built
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)" numpy pytest expecttest ninja "setuptools>=64" wheel
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" numpy pytest expecttest hypothesis ninja "setuptools>=64" wheel
 	touch $@
 
 # The extension is compiled against the torch in the venv (hence --no-build-isolation).
@@ -39,6 +39,23 @@ bench: $(VENV)/.built
 demo: $(VENV)/.built
 	$(PY) -m fusedmlp.info
 	$(PY) benchmarks/bench.py --min-run-time 0.3
+
+# Many more hypothesis examples than the CI run.
+fuzz: $(VENV)/.built
+	FUZZ_EXAMPLES=3000 $(PY) -m pytest -q tests/test_fuzz.py
+
+# The CPU suite on an AddressSanitizer + UBSan build of the extension, built apart in
+# build/asan so the normal build is untouched. torch itself is not instrumented, so ASan
+# is preloaded; leak checking is off (CPython and torch keep allocations until exit), and
+# the RSS test is left out (ASan's quarantine keeps freed memory by design).
+ASAN_LIB := build/asan/lib
+sanitize: $(VENV)/.deps
+	FUSEDMLP_SANITIZE=1 $(PY) setup.py build --build-base build/asan --build-lib $(ASAN_LIB)
+	cp -r tests $(ASAN_LIB)/
+	cd $(ASAN_LIB) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(abspath $(PY)) -m pytest -q -p no:cacheprovider tests -k "not ddp and not compile and not export" \
+	  --deselect tests/test_reliability.py::test_no_memory_growth_over_3000_training_steps
 
 clean:
 	rm -rf build *.egg-info fusedmlp/_C*.so

@@ -9,6 +9,7 @@ Knobs (environment variables):
   TORCH_CUDA_ARCH_LIST    GPU archs to compile for (default with no GPU visible: 8.0;9.0)
   MAX_JOBS                parallel compile jobs (honoured by torch's ninja build)
   FUSEDMLP_DEBUG=1        -O0 -g build
+  FUSEDMLP_SANITIZE=1     AddressSanitizer + UBSan build (`make sanitize` runs the suite on it)
 """
 import glob
 import os
@@ -72,12 +73,18 @@ def _extension():
     with_cuda = _want_cuda(cuda_sources)
 
     debug = os.environ.get("FUSEDMLP_DEBUG") == "1"
+    sanitize = os.environ.get("FUSEDMLP_SANITIZE") == "1"
     cxx = ["-O0", "-g"] if debug else ["-O3"]
     # -fopenmp: at::parallel_for is an inline template that only runs in parallel when the
     # extension itself is compiled with OpenMP (torch's CPU build uses OpenMP; the libgomp
     # torch loads is reused by soname).
     cxx += ["-fvisibility=hidden", "-Wall", "-fopenmp"]
     ldflags = ["-fopenmp"]
+    if sanitize:
+        san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+               "-fno-omit-frame-pointer", "-g"]
+        cxx += san
+        ldflags += san
     macros = [("FUSEDMLP_WITH_CUDA", "1")] if with_cuda else []
     # The module is initialised by our own PyInit__C (csrc/fusedmlp.cpp), not pybind11.
     common = dict(

@@ -1,0 +1,117 @@
+"""Reliability: concurrent callers, no memory growth, pickling, DDP training."""
+import os
+import pickle
+import socket
+import threading
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+import fusedmlp
+
+
+def test_four_python_threads_forward_backward_concurrently():
+    torch.manual_seed(0)
+    cases = [(torch.randn(33, 70, dtype=torch.float64), torch.randn(19, 70, dtype=torch.float64),
+              torch.randn(19, dtype=torch.float64)) for _ in range(4)]
+    expected = []
+    for x, w, b in cases:
+        xr, wr, br = (t.clone().requires_grad_() for t in (x, w, b))
+        y = F.relu(F.linear(xr, wr, br))
+        expected.append((y.detach(), *torch.autograd.grad(y.sum(), (xr, wr, br))))
+    errors = []
+
+    def worker(i):
+        try:
+            for _ in range(50):
+                x, w, b = (t.clone().requires_grad_() for t in cases[i])
+                y = fusedmlp.linear_relu(x, w, b)
+                got = (y.detach(), *torch.autograd.grad(y.sum(), (x, w, b)))
+                for a, e in zip(got, expected[i]):
+                    torch.testing.assert_close(a, e)
+        except Exception as e:  # noqa: BLE001  (reported by the main thread)
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a thread hung"
+    assert not errors, errors[0]
+
+
+def rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs Linux /proc")
+def test_no_memory_growth_over_3000_training_steps():
+    torch.manual_seed(0)
+    layer = fusedmlp.FusedLinearReLU(96, 48)
+    head = torch.randn(8, 48, requires_grad=True)
+    x = torch.randn(32, 96, requires_grad=True)
+
+    def steps(n):
+        for _ in range(n):
+            layer.zero_grad(set_to_none=True)
+            x.grad = head.grad = None
+            y = fusedmlp.linear(layer(x), head[:, ::1], None)
+            y.sum().backward()
+
+    steps(300)  # warm up: per-thread packing buffers, allocator caches
+    before = rss_bytes()
+    steps(3000)
+    growth = rss_bytes() - before
+    assert growth < 8 * 2 ** 20, f"RSS grew by {growth / 2 ** 20:.1f} MiB over 3000 steps"
+
+
+def test_pickle_modules_for_multiprocessing():
+    model = nn.Sequential(fusedmlp.FusedLinearReLU(5, 4), nn.Linear(4, 2))
+    clone = pickle.loads(pickle.dumps(model))
+    x = torch.randn(3, 5)
+    torch.testing.assert_close(clone(x), model(x))
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, fused, out_path):
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    torch.manual_seed(0)  # identical initial weights in every rank and for both models
+    first = fusedmlp.FusedLinearReLU(20, 16) if fused else nn.Linear(20, 16)
+    layers = [first] if fused else [first, nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(16, 3))
+    ddp = nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    gen = torch.Generator().manual_seed(100 + rank)  # each rank its own data shard
+    for _ in range(10):
+        x, target = torch.randn(8, 20, generator=gen), torch.randint(0, 3, (8,), generator=gen)
+        opt.zero_grad()
+        F.cross_entropy(ddp(x), target).backward()
+        opt.step()
+    if rank == 0:
+        torch.save([p.detach() for p in model.parameters()], out_path)
+    dist.destroy_process_group()
+
+
+def test_ddp_with_fused_layers_matches_nn_linear(tmp_path):
+    params = {}
+    for fused in (False, True):
+        out = tmp_path / f"params_{fused}.pt"
+        mp.start_processes(_ddp_worker, args=(2, _free_port(), fused, str(out)), nprocs=2,
+                           join=True, start_method="spawn")
+        params[fused] = torch.load(out)
+    assert len(params[True]) == len(params[False]) == 4
+    for p, q in zip(params[True], params[False]):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
