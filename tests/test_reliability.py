@@ -115,3 +115,31 @@ def test_ddp_with_fused_layers_matches_nn_linear(tmp_path):
     assert len(params[True]) == len(params[False]) == 4
     for p, q in zip(params[True], params[False]):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def available_memory_bytes():
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/meminfo") or available_memory_bytes() < 14 * 2 ** 30,
+                    reason="needs 14 GiB of free memory for an 8 GiB output")
+def test_output_beyond_2_pow_31_elements_is_computed_correctly():
+    """64-bit indexing: y has 2^31 + 192 elements. x is a stride-0 expansion (no memory),
+    K = 1, so the cost is writing y once."""
+    out_features = 64
+    rows = 2 ** 31 // out_features + 3
+    x = torch.tensor([[1.5]]).expand(rows, 1)
+    w = torch.linspace(-1, 1, out_features).reshape(out_features, 1)
+    b = torch.linspace(-0.5, 0.5, out_features)
+    expected_row = torch.relu(1.5 * w[:, 0] + b)
+    with torch.no_grad():
+        y = fusedmlp.linear_relu(x, w, b)
+    assert y.shape == (rows, out_features) and y.numel() > 2 ** 31
+    for r in (0, rows // 2, rows - 2, rows - 1):  # the last rows lie past element 2^31
+        torch.testing.assert_close(y[r], expected_row)
+    assert torch.equal(y[:: 2 ** 16], expected_row.expand(len(range(0, rows, 2 ** 16)), -1))
+    del y
