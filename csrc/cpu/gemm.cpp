@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <new>
+#include <stdexcept>
 #include <vector>
 
 #include "cpu/isa.h"
@@ -78,7 +79,7 @@ struct Blocking {
   int64_t m_blocks, n_blocks;
 };
 
-// Cache-sized blocks (Cascade Lake: 32 KiB L1d, 1 MiB L2), shrunk so that small problems
+// Cache-sized blocks (x86 cores of 32 KiB L1d and >= 1 MiB L2), shrunk so that small problems
 // still give every thread a task. Expressed in bytes so fp64 gets half the elements.
 Blocking choose_blocking(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t elem_size,
                          int64_t threads) {
@@ -215,6 +216,7 @@ void gemm(const GemmProblem<T>& pb) {
     return;
   }
   const MicroKernel<T> uk = active_microkernel<T>();
+  if (uk.mr > kMaxMR) throw std::logic_error("fusedmlp: micro-kernel MR exceeds kMaxMR");
   const Blocking blk = choose_blocking(pb.m, pb.n, pb.k, uk.mr, uk.nr, sizeof(T),
                                        at::get_num_threads());
   // The micro-kernel loads NR bias values at once: give it a zero-padded contiguous copy.
