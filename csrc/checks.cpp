@@ -70,4 +70,10 @@ std::vector<int64_t> output_shape(const at::Tensor& x, const at::Tensor& weight)
   return shape;
 }
 
+at::Tensor as_rows(const at::Tensor& t, int64_t cols) {
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) rows *= t.size(d);
+  return t.reshape({rows, cols});
+}
+
 }  // namespace fusedmlp

@@ -1,0 +1,175 @@
+// float16 / bfloat16 GEMM on tensor cores: C = epilogue(A · Bᵀ) (see gemm.h), with
+// mma.sync.m16n8k16 (sm_80+) accumulating in float32; bias and ReLU are applied to the
+// float32 accumulators, which are rounded once, at the store.
+// A BM x BN output tile per block, BK = 32 deep tiles of A and B in shared memory (double
+// buffered, as in gemm_simt.cu); each warp owns a WM x WN sub-tile = MT x NT mma tiles.
+#include "cuda/tile.cuh"
+
+namespace fusedmlp::cuda {
+namespace {
+
+template <int BM_, int BN_, int WARPS_M, int WARPS_N>
+struct MmaTile {
+  static constexpr int BM = BM_, BN = BN_, BK = 32;
+  static constexpr int kWarpsN = WARPS_N;
+  static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
+  static constexpr int MT = WM / 16, NT = WN / 8;  // mma tiles (16 x 8) per warp
+  static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
+  static_assert(WM % 16 == 0 && WN % 8 == 0, "warp tile must hold whole mma tiles");
+};
+
+using BigTile = MmaTile<128, 128, 2, 4>;   // 8 warps, 64 x 32 each
+using SmallTile = MmaTile<64, 64, 2, 2>;   // 4 warps, 32 x 32 each
+
+// c += a · b for one m16n8k16 tile; fragments as the PTX ISA lays them out per lane.
+template <typename T>
+__device__ __forceinline__ void mma_16x8x16(float (&c)[4], const uint32_t (&a)[4],
+                                            const uint32_t (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  } else {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+#else
+  __trap();  // never launched: gemm() refuses fp16/bf16 below sm_80
+#endif
+}
+
+// Two consecutive 16-bit elements (k, k+1) of a shared tile row as one fragment register.
+template <typename T>
+__device__ __forceinline__ uint32_t pair_at(const T* p) {
+  return *reinterpret_cast<const uint32_t*>(p);
+}
+
+template <typename T, class Tile>
+__global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmParams<T> p) {
+  constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, MT = Tile::MT, NT = Tile::NT;
+  constexpr int kThreads = Tile::kThreads;
+  // k-contiguous tiles (the layout of mma's row-major A and column-major B fragments).
+  // Pitch 40 elements = 20 words: the 8 rows x 4 words a fragment load touches fall in 32
+  // different banks.
+  constexpr int kPitch = BK + 8;
+  __shared__ alignas(16) T a_tile[2][BM][kPitch];
+  __shared__ alignas(16) T b_tile[2][BN][kPitch];
+
+  int64_t tile_m, tile_n;
+  tile_of_block(p, tile_m, tile_n);
+  const int64_t m0 = tile_m * BM, n0 = tile_n * BN;
+  TileLoader<T, BM, BK, kThreads> a_loader(p.a, p.a_mask, m0, p.m, p.k);
+  TileLoader<T, BN, BK, kThreads> b_loader(p.b, TileOperand<T>{}, n0, p.n, p.k);
+
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int warp_m = warp / Tile::kWarpsN, warp_n = warp % Tile::kWarpsN;
+  const int group = lane / 4, pair = lane % 4;  // PTX's groupID and threadID_in_group
+
+  auto store_tiles = [&](int stage) {
+    a_loader.store([&](int o, int kk, T v) { a_tile[stage][o][kk] = v; });
+    b_loader.store([&](int o, int kk, T v) { b_tile[stage][o][kk] = v; });
+  };
+
+  float acc[MT][NT][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i) {
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+    }
+  }
+
+  const int64_t k_tiles = (p.k + BK - 1) / BK;
+  if (k_tiles > 0) {
+    a_loader.load(0);
+    b_loader.load(0);
+    store_tiles(0);
+  }
+  __syncthreads();
+  for (int64_t t = 0; t < k_tiles; ++t) {
+    const int stage = static_cast<int>(t & 1);
+    const bool has_next = t + 1 < k_tiles;
+    if (has_next) {
+      a_loader.load((t + 1) * BK);
+      b_loader.load((t + 1) * BK);
+    }
+#pragma unroll
+    for (int ks = 0; ks < BK; ks += 16) {
+      // A fragment: rows group / group+8, k pairs at 2*pair and 2*pair+8.
+      uint32_t a[MT][4];
+#pragma unroll
+      for (int i = 0; i < MT; ++i) {
+        const T* row = &a_tile[stage][warp_m * Tile::WM + i * 16 + group][ks + 2 * pair];
+        a[i][0] = pair_at(row);
+        a[i][1] = pair_at(row + 8 * kPitch);
+        a[i][2] = pair_at(row + 8);
+        a[i][3] = pair_at(row + 8 * kPitch + 8);
+      }
+      // B fragment: column group, k pairs at 2*pair and 2*pair+8.
+      uint32_t b[NT][2];
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        const T* col = &b_tile[stage][warp_n * Tile::WN + j * 8 + group][ks + 2 * pair];
+        b[j][0] = pair_at(col);
+        b[j][1] = pair_at(col + 8);
+      }
+#pragma unroll
+      for (int i = 0; i < MT; ++i) {
+#pragma unroll
+        for (int j = 0; j < NT; ++j) mma_16x8x16<T>(acc[i][j], a[i], b[j]);
+      }
+    }
+    if (has_next) store_tiles(stage ^ 1);
+    __syncthreads();
+  }
+
+  // Accumulator fragment: c0, c1 at (group, 2*pair + {0, 1}), c2, c3 at row group + 8.
+#pragma unroll
+  for (int i = 0; i < MT; ++i) {
+    const int64_t row = m0 + warp_m * Tile::WM + i * 16 + group;
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+      const int64_t col = n0 + warp_n * Tile::WN + j * 8 + 2 * pair;
+      store_output(p, row, col, acc[i][j][0]);
+      store_output(p, row, col + 1, acc[i][j][1]);
+      store_output(p, row + 8, col, acc[i][j][2]);
+      store_output(p, row + 8, col + 1, acc[i][j][3]);
+    }
+  }
+}
+
+template <typename T, class Tile>
+void launch(const GemmArgs& args, cudaStream_t stream) {
+  const GemmParams<T> p = gemm_params<T>(args, Tile::BM, Tile::BN);
+  mma_gemm_kernel<T, Tile><<<gemm_grid(p), Tile::kThreads, 0, stream>>>(p);
+}
+
+template <typename T>
+void launch_for_size(const GemmArgs& args, int sm_count, cudaStream_t stream) {
+  const int64_t big_tiles =
+      ((args.m + BigTile::BM - 1) / BigTile::BM) * ((args.n + BigTile::BN - 1) / BigTile::BN);
+  if (big_tiles >= sm_count) {
+    launch<T, BigTile>(args, stream);
+  } else {
+    launch<T, SmallTile>(args, stream);
+  }
+}
+
+}  // namespace
+
+void launch_mma_gemm(DType dtype, const GemmArgs& args, int sm_count, cudaStream_t stream) {
+  switch (dtype) {
+    case DType::f16: return launch_for_size<__half>(args, sm_count, stream);
+    case DType::bf16: return launch_for_size<__nv_bfloat16>(args, sm_count, stream);
+    default: throw std::runtime_error("fusedmlp: the tensor-core GEMM runs float16 and bfloat16");
+  }
+}
+
+}  // namespace fusedmlp::cuda
