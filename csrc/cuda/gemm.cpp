@@ -1,4 +1,5 @@
-// gemm(): picks the kernel for a dtype on the current device (plain C++, no torch).
+// plan_gemm() / gemm(): pick the kernel and its tiling for a dtype on the current device
+// (plain C++, no torch).
 #include "cuda/gemm.h"
 
 #include <stdexcept>
@@ -34,12 +35,12 @@ DeviceFacts current_device() {
 
 }  // namespace
 
-void gemm(DType dtype, const GemmArgs& args, cudaStream_t stream) {
+GemmPlan plan_gemm(DType dtype, const GemmArgs& args) {
   const DeviceFacts device = current_device();
   switch (dtype) {
     case DType::f32:
     case DType::f64:
-      return launch_simt_gemm(dtype, args, device.sm_count, stream);
+      return plan_simt_gemm(dtype, args, device.sm_count);
     case DType::f16:
     case DType::bf16:
       if (device.major < 8) {
@@ -48,9 +49,18 @@ void gemm(DType dtype, const GemmArgs& args, cudaStream_t stream) {
             "instructions, which need compute capability 8.0 or newer; this GPU is sm_" +
             std::to_string(device.major * 10 + device.minor));
       }
-      return launch_mma_gemm(dtype, args, device.sm_count, stream);
+      return plan_mma_gemm(dtype, args, device.sm_count);
   }
   throw std::runtime_error("fusedmlp: unknown dtype");
+}
+
+void gemm(DType dtype, const GemmArgs& args, const GemmPlan& plan, void* workspace,
+          cudaStream_t stream) {
+  if (dtype == DType::f32 || dtype == DType::f64) {
+    launch_simt_gemm(dtype, args, plan, workspace, stream);
+  } else {
+    launch_mma_gemm(dtype, args, plan, workspace, stream);
+  }
 }
 
 }  // namespace fusedmlp::cuda

@@ -36,15 +36,35 @@ struct GemmArgs {
   int64_t ldc = 0;
 };
 
-// C = epilogue(A · Bᵀ). m, n > 0 (k may be 0: C = epilogue(bias)). Launches on `stream`
-// on the current device; the caller checks the launch (C10_CUDA_KERNEL_LAUNCH_CHECK).
-// Throws std::runtime_error where it cannot run (fp16/bf16 need sm_80+).
-void gemm(DType dtype, const GemmArgs& args, cudaStream_t stream);
+// How a GEMM is cut into blocks: the tile size, and for problems with too few output
+// tiles to fill the GPU but a long k (grad_w of a tall batch: 128 x 128 outputs summed
+// over 65536 rows), `splits` slices of k, each block summing one slice into a float
+// partial; a second kernel adds the slices in a fixed order and applies the epilogue
+// (deterministic, no atomics). The caller allocates workspace_bytes on the device.
+struct GemmPlan {
+  bool big_tiles = true;
+  int splits = 1;
+  int64_t k_per_split = 0;  // a multiple of the tile's k depth; k when splits == 1
+  size_t workspace_bytes = 0;
+};
+
+// The plan for this problem on the current device. Throws std::runtime_error where the
+// kernels cannot run (fp16/bf16 need sm_80+).
+GemmPlan plan_gemm(DType dtype, const GemmArgs& args);
+
+// C = epilogue(A · Bᵀ), m, n > 0 (k may be 0: C = epilogue(bias)), on `stream` of the
+// current device; the caller checks the launch (C10_CUDA_KERNEL_LAUNCH_CHECK).
+void gemm(DType dtype, const GemmArgs& args, const GemmPlan& plan, void* workspace,
+          cudaStream_t stream);
 
 // The kernels gemm() picks from: CUDA cores for f32/f64 (gemm_simt.cu), tensor cores for
-// f16/bf16 (gemm_mma.cu). `sm_count` sizes the tiles so that small problems fill the GPU.
-void launch_simt_gemm(DType dtype, const GemmArgs& args, int sm_count, cudaStream_t stream);
-void launch_mma_gemm(DType dtype, const GemmArgs& args, int sm_count, cudaStream_t stream);
+// f16/bf16 (gemm_mma.cu), each with its own tile sizes.
+GemmPlan plan_simt_gemm(DType dtype, const GemmArgs& args, int sm_count);
+void launch_simt_gemm(DType dtype, const GemmArgs& args, const GemmPlan& plan, void* workspace,
+                      cudaStream_t stream);
+GemmPlan plan_mma_gemm(DType dtype, const GemmArgs& args, int sm_count);
+void launch_mma_gemm(DType dtype, const GemmArgs& args, const GemmPlan& plan, void* workspace,
+                     cudaStream_t stream);
 
 // out[j] = sum over rows i of G(i, j), masked like GemmArgs::a_mask (G is rows x cols with
 // row stride src.outer_stride and column stride src.k_stride), in a fixed order: the same

@@ -86,10 +86,11 @@ __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmPara
     }
   }
 
-  const int64_t k_tiles = (p.k + BK - 1) / BK;
+  int64_t k_begin, k_tiles;
+  k_range_of_block<T, BK>(p, k_begin, k_tiles);
   if (k_tiles > 0) {
-    a_loader.load(0);
-    b_loader.load(0);
+    a_loader.load(k_begin);
+    b_loader.load(k_begin);
     store_tiles(0);
   }
   __syncthreads();
@@ -97,8 +98,8 @@ __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmPara
     const int stage = static_cast<int>(t & 1);
     const bool has_next = t + 1 < k_tiles;
     if (has_next) {
-      a_loader.load((t + 1) * BK);
-      b_loader.load((t + 1) * BK);
+      a_loader.load(k_begin + (t + 1) * BK);
+      b_loader.load(k_begin + (t + 1) * BK);
     }
 #pragma unroll
     for (int ks = 0; ks < BK; ks += 16) {
@@ -137,37 +138,38 @@ __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmPara
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
       const int64_t col = n0 + warp_n * Tile::WN + j * 8 + 2 * pair;
-      store_output(p, row, col, acc[i][j][0]);
-      store_output(p, row, col + 1, acc[i][j][1]);
-      store_output(p, row + 8, col, acc[i][j][2]);
-      store_output(p, row + 8, col + 1, acc[i][j][3]);
+      finish(p, row, col, acc[i][j][0]);
+      finish(p, row, col + 1, acc[i][j][1]);
+      finish(p, row + 8, col, acc[i][j][2]);
+      finish(p, row + 8, col + 1, acc[i][j][3]);
     }
   }
 }
 
-template <typename T, class Tile>
-void launch(const GemmArgs& args, cudaStream_t stream) {
-  const GemmParams<T> p = gemm_params<T>(args, Tile::BM, Tile::BN);
-  mma_gemm_kernel<T, Tile><<<gemm_grid(p), Tile::kThreads, 0, stream>>>(p);
-}
-
 template <typename T>
-void launch_for_size(const GemmArgs& args, int sm_count, cudaStream_t stream) {
-  const int64_t big_tiles =
-      ((args.m + BigTile::BM - 1) / BigTile::BM) * ((args.n + BigTile::BN - 1) / BigTile::BN);
-  if (big_tiles >= sm_count) {
-    launch<T, BigTile>(args, stream);
+void launch(const GemmArgs& args, const GemmPlan& plan, void* workspace, cudaStream_t stream) {
+  if (plan.big_tiles) {
+    launch_gemm_kernel<T, BigTile>(mma_gemm_kernel<T, BigTile>, args, plan, workspace, stream);
   } else {
-    launch<T, SmallTile>(args, stream);
+    launch_gemm_kernel<T, SmallTile>(mma_gemm_kernel<T, SmallTile>, args, plan, workspace,
+                                     stream);
   }
 }
 
 }  // namespace
 
-void launch_mma_gemm(DType dtype, const GemmArgs& args, int sm_count, cudaStream_t stream) {
+GemmPlan plan_mma_gemm(DType dtype, const GemmArgs& args, int sm_count) {
+  if (dtype != DType::f16 && dtype != DType::bf16) {
+    throw std::runtime_error("fusedmlp: the tensor-core GEMM runs float16 and bfloat16");
+  }
+  return plan_tiles<BigTile, SmallTile, float>(args, sm_count);
+}
+
+void launch_mma_gemm(DType dtype, const GemmArgs& args, const GemmPlan& plan, void* workspace,
+                     cudaStream_t stream) {
   switch (dtype) {
-    case DType::f16: return launch_for_size<__half>(args, sm_count, stream);
-    case DType::bf16: return launch_for_size<__nv_bfloat16>(args, sm_count, stream);
+    case DType::f16: return launch<__half>(args, plan, workspace, stream);
+    case DType::bf16: return launch<__nv_bfloat16>(args, plan, workspace, stream);
     default: throw std::runtime_error("fusedmlp: the tensor-core GEMM runs float16 and bfloat16");
   }
 }

@@ -70,10 +70,11 @@ __global__ void __launch_bounds__(Tile::kThreads) simt_gemm_kernel(const GemmPar
     for (int j = 0; j < TN; ++j) acc[i][j] = T(0);
   }
 
-  const int64_t k_tiles = (p.k + BK - 1) / BK;
+  int64_t k_begin, k_tiles;
+  k_range_of_block<T, BK>(p, k_begin, k_tiles);
   if (k_tiles > 0) {
-    a_loader.load(0);
-    b_loader.load(0);
+    a_loader.load(k_begin);
+    b_loader.load(k_begin);
     store_tiles(0);
   }
   __syncthreads();
@@ -81,8 +82,8 @@ __global__ void __launch_bounds__(Tile::kThreads) simt_gemm_kernel(const GemmPar
     const int stage = static_cast<int>(t & 1);
     const bool has_next = t + 1 < k_tiles;
     if (has_next) {
-      a_loader.load((t + 1) * BK);
-      b_loader.load((t + 1) * BK);
+      a_loader.load(k_begin + (t + 1) * BK);
+      b_loader.load(k_begin + (t + 1) * BK);
     }
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
@@ -115,35 +116,39 @@ __global__ void __launch_bounds__(Tile::kThreads) simt_gemm_kernel(const GemmPar
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
       const int64_t col = n0 + j / V * Tile::kThreadsN * V + tx * V + j % V;
-      store_output(p, row, col, acc[i][j]);
+      finish(p, row, col, acc[i][j]);
     }
   }
 }
 
-template <typename T, class Tile>
-void launch(const GemmArgs& args, cudaStream_t stream) {
-  const GemmParams<T> p = gemm_params<T>(args, Tile::BM, Tile::BN);
-  simt_gemm_kernel<T, Tile><<<gemm_grid(p), Tile::kThreads, 0, stream>>>(p);
-}
-
 template <typename T>
-void launch_for_size(const GemmArgs& args, int sm_count, cudaStream_t stream) {
+void launch(const GemmArgs& args, const GemmPlan& plan, void* workspace, cudaStream_t stream) {
   using Big = typename SimtTiles<T>::Big;
-  const int64_t big_tiles =
-      ((args.m + Big::BM - 1) / Big::BM) * ((args.n + Big::BN - 1) / Big::BN);
-  if (big_tiles >= sm_count) {
-    launch<T, Big>(args, stream);
+  using Small = typename SimtTiles<T>::Small;
+  if (plan.big_tiles) {
+    launch_gemm_kernel<T, Big>(simt_gemm_kernel<T, Big>, args, plan, workspace, stream);
   } else {
-    launch<T, typename SimtTiles<T>::Small>(args, stream);
+    launch_gemm_kernel<T, Small>(simt_gemm_kernel<T, Small>, args, plan, workspace, stream);
   }
 }
 
 }  // namespace
 
-void launch_simt_gemm(DType dtype, const GemmArgs& args, int sm_count, cudaStream_t stream) {
+GemmPlan plan_simt_gemm(DType dtype, const GemmArgs& args, int sm_count) {
   switch (dtype) {
-    case DType::f32: return launch_for_size<float>(args, sm_count, stream);
-    case DType::f64: return launch_for_size<double>(args, sm_count, stream);
+    case DType::f32:
+      return plan_tiles<SimtTiles<float>::Big, SimtTiles<float>::Small, float>(args, sm_count);
+    case DType::f64:
+      return plan_tiles<SimtTiles<double>::Big, SimtTiles<double>::Small, double>(args, sm_count);
+    default: throw std::runtime_error("fusedmlp: the CUDA-core GEMM runs float32 and float64");
+  }
+}
+
+void launch_simt_gemm(DType dtype, const GemmArgs& args, const GemmPlan& plan, void* workspace,
+                      cudaStream_t stream) {
+  switch (dtype) {
+    case DType::f32: return launch<float>(args, plan, workspace, stream);
+    case DType::f64: return launch<double>(args, plan, workspace, stream);
     default: throw std::runtime_error("fusedmlp: the CUDA-core GEMM runs float32 and float64");
   }
 }

@@ -40,9 +40,19 @@ Operand columns_of(const at::Tensor& t2d) {
   return {t2d.const_data_ptr(), t2d.stride(1), t2d.stride(0)};
 }
 
-void launch_gemm(DType dtype, const GemmArgs& args) {
+// Device scratch memory from torch's caching allocator (stream-ordered, so it may be
+// released as soon as the kernels using it are queued).
+at::Tensor workspace(const at::Tensor& like, size_t bytes) {
+  return at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
+}
+
+void launch_gemm(DType dtype, const GemmArgs& args, const at::Tensor& like) {
   if (args.m == 0 || args.n == 0) return;  // nothing to write (k == 0 still runs: C = act(b))
-  gemm(dtype, args, c10::cuda::getCurrentCUDAStream().stream());
+  const GemmPlan plan = plan_gemm(dtype, args);
+  const at::Tensor scratch = plan.workspace_bytes > 0 ? workspace(like, plan.workspace_bytes)
+                                                      : at::Tensor();
+  gemm(dtype, args, plan, scratch.defined() ? scratch.mutable_data_ptr() : nullptr,
+       c10::cuda::getCurrentCUDAStream().stream());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -69,7 +79,7 @@ at::Tensor forward(const char* op, const at::Tensor& x, const at::Tensor& weight
   args.relu = relu;
   args.c = y.mutable_data_ptr();
   args.ldc = out_features;
-  launch_gemm(dtype, args);
+  launch_gemm(dtype, args, y);
   return y;
 }
 
@@ -104,7 +114,7 @@ Grads backward(const char* op, const at::Tensor& grad_y, const at::Tensor& x,
     args.b = columns_of(weight);
     args.c = grad_x.mutable_data_ptr();
     args.ldc = in_features;
-    launch_gemm(dtype, args);
+    launch_gemm(dtype, args, grad_x);
   }
   if (grad_w.defined()) {  // grad_w = gᵀ · x: A = gᵀ (out x rows), B = xᵀ (in x rows)
     GemmArgs args;
@@ -116,17 +126,14 @@ Grads backward(const char* op, const at::Tensor& grad_y, const at::Tensor& x,
     args.b = columns_of(x2);
     args.c = grad_w.mutable_data_ptr();
     args.ldc = in_features;
-    launch_gemm(dtype, args);
+    launch_gemm(dtype, args, grad_w);
   }
   if (grad_b.defined() && out_features > 0) {  // grad_b = column sums of g
-    const size_t workspace_bytes = column_sums_workspace_bytes(dtype, rows, out_features);
-    at::Tensor workspace;
-    if (workspace_bytes > 0) {
-      workspace = at::empty({static_cast<int64_t>(workspace_bytes)}, x.options().dtype(at::kByte));
-    }
+    const size_t bytes = column_sums_workspace_bytes(dtype, rows, out_features);
+    const at::Tensor scratch = bytes > 0 ? workspace(grad_b, bytes) : at::Tensor();
     masked_column_sums(dtype, rows, out_features, rows_of(g2),
                        y2.defined() ? rows_of(y2) : Operand{},
-                       workspace_bytes > 0 ? workspace.mutable_data_ptr() : nullptr,
+                       scratch.defined() ? scratch.mutable_data_ptr() : nullptr,
                        grad_b.mutable_data_ptr(), c10::cuda::getCurrentCUDAStream().stream());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }

@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -180,6 +181,7 @@ class TileLoader {
 // What the GEMM kernels receive (by value, in constant parameter space).
 template <typename T>
 struct GemmParams {
+  using Acc = typename Scalar<T>::Acc;
   int64_t m, n, k;
   TileOperand<T> a, b, a_mask;
   const T* bias;
@@ -188,7 +190,31 @@ struct GemmParams {
   T* c;
   int64_t ldc;
   int64_t tiles_m, tiles_n;
+  int64_t k_per_split;  // block (tile, blockIdx.y) sums k in [y, y + 1) * k_per_split
+  Acc* partials;        // split k: [splits][m][n] raw sums, reduced by splitk_reduce_kernel
 };
+
+// Host side: big tiles when they fill the GPU; else small tiles, and if even those leave
+// SMs idle while k is long, slices of k (at least 4 k tiles each, at most 64 slices).
+template <class Big, class Small, typename Acc>
+GemmPlan plan_tiles(const GemmArgs& args, int sm_count) {
+  auto tiles = [&](int bm, int bn) { return ((args.m + bm - 1) / bm) * ((args.n + bn - 1) / bn); };
+  GemmPlan plan;
+  plan.k_per_split = args.k;
+  if (tiles(Big::BM, Big::BN) >= sm_count) return plan;
+  plan.big_tiles = false;
+  const int64_t small_tiles = tiles(Small::BM, Small::BN);
+  const int64_t k_tiles = (args.k + Small::BK - 1) / Small::BK;
+  constexpr int64_t kMinTilesPerSplit = 4, kMaxSplits = 64;
+  int64_t splits = std::min({(2 * sm_count + small_tiles - 1) / small_tiles,
+                             k_tiles / kMinTilesPerSplit, kMaxSplits});
+  if (splits <= 1) return plan;
+  plan.k_per_split = (k_tiles + splits - 1) / splits * Small::BK;
+  splits = (args.k + plan.k_per_split - 1) / plan.k_per_split;  // no empty slice
+  plan.splits = static_cast<int>(splits);
+  plan.workspace_bytes = static_cast<size_t>(splits * args.m * args.n) * sizeof(Acc);
+  return plan;
+}
 
 template <typename T>
 GemmParams<T> gemm_params(const GemmArgs& args, int block_m, int block_n) {
@@ -206,22 +232,13 @@ GemmParams<T> gemm_params(const GemmArgs& args, int block_m, int block_n) {
   p.ldc = args.ldc;
   p.tiles_m = (args.m + block_m - 1) / block_m;
   p.tiles_n = (args.n + block_n - 1) / block_n;
+  p.k_per_split = args.k;
+  p.partials = nullptr;
   return p;
 }
 
-// One block per output tile, on a 1-D grid (no 65535 limit on any side).
-template <typename T>
-dim3 gemm_grid(const GemmParams<T>& p) {
-  const int64_t tiles = p.tiles_m * p.tiles_n;
-  if (tiles >= (int64_t{1} << 31)) {
-    throw std::invalid_argument("fusedmlp: output too large for one CUDA launch (" +
-                                std::to_string(p.m) + " x " + std::to_string(p.n) + ")");
-  }
-  return dim3(static_cast<unsigned>(tiles));
-}
-
 // Block -> output tile, in groups of kGroup tile rows walked column by column, so the
-// blocks running together share A and B tiles in L2.
+// blocks running together share A and B tiles in L2. blockIdx.y is the k slice.
 template <typename T>
 __device__ __forceinline__ void tile_of_block(const GemmParams<T>& p, int64_t& tile_m,
                                               int64_t& tile_n) {
@@ -234,6 +251,16 @@ __device__ __forceinline__ void tile_of_block(const GemmParams<T>& p, int64_t& t
   tile_n = id % group_size / rows;
 }
 
+// The k range [k_begin, k_begin + k_tiles * BK) of this block's slice (clipped to k by
+// the loaders; slices are whole BK tiles, so a block never reads into the next slice).
+template <typename T, int BK>
+__device__ __forceinline__ void k_range_of_block(const GemmParams<T>& p, int64_t& k_begin,
+                                                 int64_t& k_tiles) {
+  k_begin = int64_t{blockIdx.y} * p.k_per_split;
+  const int64_t k_end = min(p.k, k_begin + p.k_per_split);
+  k_tiles = k_end > k_begin ? (k_end - k_begin + BK - 1) / BK : 0;
+}
+
 // The fused epilogue, applied to each accumulator once, right before its single store.
 template <typename T>
 __device__ __forceinline__ void store_output(const GemmParams<T>& p, int64_t row, int64_t col,
@@ -242,6 +269,51 @@ __device__ __forceinline__ void store_output(const GemmParams<T>& p, int64_t row
   if (p.bias != nullptr) v += Scalar<T>::to_acc(p.bias[col * p.bias_stride]);
   if (p.relu) v = relu_keep_nan(v);
   p.c[row * p.ldc + col] = Scalar<T>::from_acc(v);
+}
+
+// Where a GEMM kernel's accumulator goes: the output through the epilogue, or (split k)
+// this slice's raw partial sum.
+template <typename T>
+__device__ __forceinline__ void finish(const GemmParams<T>& p, int64_t row, int64_t col,
+                                       typename Scalar<T>::Acc v) {
+  if (p.partials == nullptr) {
+    store_output(p, row, col, v);
+  } else if (row < p.m && col < p.n) {
+    p.partials[(int64_t{blockIdx.y} * p.m + row) * p.n + col] = v;
+  }
+}
+
+// Split k, second pass: C = epilogue(sum of the slices' partials, in slice order).
+template <typename T>
+__global__ void __launch_bounds__(256) splitk_reduce_kernel(const GemmParams<T> p, int splits) {
+  const int64_t size = p.m * p.n;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < size;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    typename Scalar<T>::Acc v = p.partials[i];
+    for (int s = 1; s < splits; ++s) v += p.partials[s * size + i];
+    store_output(p, i / p.n, i % p.n, v);
+  }
+}
+
+// Host side: launches `kernel` (a GEMM kernel over Tile) as `plan` says, then the split-k
+// reduction if there is one. `workspace` holds plan.workspace_bytes.
+template <typename T, class Tile>
+void launch_gemm_kernel(void (*kernel)(GemmParams<T>), const GemmArgs& args,
+                        const GemmPlan& plan, void* workspace, cudaStream_t stream) {
+  GemmParams<T> p = gemm_params<T>(args, Tile::BM, Tile::BN);
+  const int64_t tiles = p.tiles_m * p.tiles_n;
+  if (tiles >= (int64_t{1} << 31)) {
+    throw std::runtime_error("fusedmlp: output too large for one CUDA launch (" +
+                             std::to_string(p.m) + " x " + std::to_string(p.n) + ")");
+  }
+  p.k_per_split = plan.k_per_split;
+  if (plan.splits > 1) p.partials = static_cast<typename Scalar<T>::Acc*>(workspace);
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(plan.splits));
+  kernel<<<grid, Tile::kThreads, 0, stream>>>(p);
+  if (plan.splits > 1) {
+    const int64_t blocks = std::min<int64_t>((p.m * p.n + 255) / 256, 8192);
+    splitk_reduce_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(p, plan.splits);
+  }
 }
 
 }  // namespace fusedmlp::cuda
