@@ -86,7 +86,10 @@ find_sanitizer() {
 sanitize() {  # sanitize TOOL
   local tool="$1" sanitizer
   sanitizer="$(find_sanitizer)" || { echo "compute-sanitizer not found"; return 2; }
-  "$sanitizer" --tool "$tool" --error-exitcode 99 "$PY" benchmarks/sanitize_cuda.py
+  # No caching allocator: every tensor is its own allocation, so an access past a tensor's
+  # end is an error memcheck can see (not a read of the cached block's slack).
+  PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
+    "$sanitizer" --tool "$tool" --error-exitcode 99 "$PY" benchmarks/sanitize_cuda.py
 }
 
 export -f env_facts build find_sanitizer sanitize

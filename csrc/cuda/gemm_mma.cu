@@ -56,7 +56,7 @@ __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmPara
   constexpr int kThreads = Tile::kThreads;
   // k-contiguous tiles (the layout of mma's row-major A and column-major B fragments).
   // Pitch 40 elements = 20 words: the 8 rows x 4 words a fragment load touches fall in 32
-  // different banks.
+  // different banks, and rows stay 16-byte aligned for the chunk stores.
   constexpr int kPitch = BK + 8;
   __shared__ alignas(16) T a_tile[2][BM][kPitch];
   __shared__ alignas(16) T b_tile[2][BN][kPitch];
@@ -71,9 +71,15 @@ __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmPara
   const int warp_m = warp / Tile::kWarpsN, warp_n = warp % Tile::kWarpsN;
   const int group = lane / 4, pair = lane % 4;  // PTX's groupID and threadID_in_group
 
+  // Shared rows are the outer dimension, columns k.
+  constexpr int V = kVecElems<T>;
   auto store_tiles = [&](int stage) {
-    a_loader.store([&](int o, int kk, T v) { a_tile[stage][o][kk] = v; });
-    b_loader.store([&](int o, int kk, T v) { b_tile[stage][o][kk] = v; });
+    a_loader.store([&](int o, int kk, bool along_outer, const T(&chunk)[V]) {
+      write_chunk(&a_tile[stage][0][0], kPitch, o, kk, !along_outer, chunk);
+    });
+    b_loader.store([&](int o, int kk, bool along_outer, const T(&chunk)[V]) {
+      write_chunk(&b_tile[stage][0][0], kPitch, o, kk, !along_outer, chunk);
+    });
   };
 
   float acc[MT][NT][4];

@@ -58,9 +58,14 @@ __global__ void __launch_bounds__(Tile::kThreads) simt_gemm_kernel(const GemmPar
   TileLoader<T, BN, BK, kThreads> b_loader(p.b, TileOperand<T>{}, n0, p.n, p.k);
   const int tx = threadIdx.x % Tile::kThreadsN, ty = threadIdx.x / Tile::kThreadsN;
 
+  // Shared rows are k, columns the outer dimension.
   auto store_tiles = [&](int stage) {
-    a_loader.store([&](int o, int kk, T v) { a_tile[stage][kk][o] = v; });
-    b_loader.store([&](int o, int kk, T v) { b_tile[stage][kk][o] = v; });
+    a_loader.store([&](int o, int kk, bool along_outer, const T(&chunk)[V]) {
+      write_chunk(&a_tile[stage][0][0], BM + V, kk, o, along_outer, chunk);
+    });
+    b_loader.store([&](int o, int kk, bool along_outer, const T(&chunk)[V]) {
+      write_chunk(&b_tile[stage][0][0], BN + V, kk, o, along_outer, chunk);
+    });
   };
 
   T acc[TM][TN];

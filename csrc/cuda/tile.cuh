@@ -89,9 +89,25 @@ TileOperand<T> tile_operand(const Operand& op, int along_outer = -1) {
   return t;
 }
 
+// Writes a thread's chunk of N consecutive tile elements into a shared tile stored
+// row-major with `pitch` elements per row: one 16-byte store when the chunk runs along a
+// row (rows and chunk starts are 16-byte aligned), else one store per row.
+template <typename T, int N>
+__device__ __forceinline__ void write_chunk(T* tile, int pitch, int row, int col,
+                                            bool along_row, const T (&chunk)[N]) {
+  static_assert(N * sizeof(T) == 16, "a chunk is one 16-byte vector");
+  if (along_row) {
+    *reinterpret_cast<uint4*>(tile + row * pitch + col) = *reinterpret_cast<const uint4*>(chunk);
+  } else {
+#pragma unroll
+    for (int e = 0; e < N; ++e) tile[(row + e) * pitch + col] = chunk[e];
+  }
+}
+
 // Loads a OUTER x K tile of a TileOperand into registers (zero outside the matrix, the
-// ReLU mask applied if one is given), then writes it to shared memory through a
-// caller-supplied store(outer, k, value), so each kernel picks its own shared layout.
+// ReLU mask applied if one is given), then hands each chunk to a caller-supplied
+// store(outer, k, along_outer, chunk) (chunk = kVec elements from (outer, k) along the
+// outer dimension or along k), so each kernel picks its own shared layout.
 // Split in load() / store() so the global loads of the next tile are in flight while
 // the current one is multiplied.
 template <typename T, int OUTER, int K, int THREADS>
@@ -122,16 +138,13 @@ class TileLoader {
     for (int c = 0; c < kChunks; ++c) {
       int o, kk;
       chunk_origin(c, o, kk);
+      if (mask_.data != nullptr) {
 #pragma unroll
-      for (int e = 0; e < kVec; ++e) {
-        T v = values_[c][e];
-        if (mask_.data != nullptr && !relu_passes(mask_values_[c][e])) v = zero<T>();
-        if (op_.along_outer) {
-          store(o + e, kk, v);
-        } else {
-          store(o, kk + e, v);
+        for (int e = 0; e < kVec; ++e) {
+          if (!relu_passes(mask_values_[c][e])) values_[c][e] = zero<T>();
         }
       }
+      store(o, kk, op_.along_outer, values_[c]);
     }
   }
 
