@@ -11,18 +11,25 @@ ODD_SHAPES = [  # (rows, in_features, out_features)
 ]
 
 
-def reference(x, weight, bias, grad_y=None, relu=True):
-    """relu(linear) (or plain linear) and its grads (x, weight, bias) in float64, eager."""
+def reference(x, weight, bias, grad_y=None, relu=True, relu_output=None):
+    """relu(linear) (or plain linear) and its grads (x, weight, bias) in float64, eager.
+
+    relu_output: the output y of the op under test. If given, the reference backward takes
+    its ReLU mask from it (grad passes where !(y <= 0)), as linear_relu_backward does: a
+    pre-activation within rounding error of 0 may have either sign in the op's y, and the
+    forward check covers y; the backward is checked for the mask y defines."""
     xd = x.detach().double().requires_grad_()
     wd = weight.detach().double().requires_grad_()
     bd = bias.detach().double().requires_grad_() if bias is not None else None
-    y = F.linear(xd, wd, bd)
-    if relu:
-        y = F.relu(y)
+    pre = F.linear(xd, wd, bd)
+    y = F.relu(pre) if relu else pre
     if grad_y is None:
         return y, None
+    masked = y
+    if relu and relu_output is not None:
+        masked = torch.where(relu_output.detach().double() <= 0, torch.zeros_like(pre), pre)
     inputs = (xd, wd) + ((bd,) if bd is not None else ())
-    grads = torch.autograd.grad(y, inputs, grad_y.double(), allow_unused=True)
+    grads = torch.autograd.grad(masked, inputs, grad_y.double(), allow_unused=True)
     return y, grads
 
 
@@ -53,7 +60,7 @@ def check_against_reference(fn, x, w, b, relu=True):
     """Forward and every gradient of fn(x, w, b) vs the float64 reference."""
     y = fn(x, w, b)
     grad_y = torch.randn_like(y)
-    y_ref, grads_ref = reference(x, w, b, grad_y, relu=relu)
+    y_ref, grads_ref = reference(x, w, b, grad_y, relu=relu, relu_output=y)
     k = w.shape[1]
     assert y.shape == y_ref.shape and y.dtype == x.dtype and y.device == x.device
     assert_close_to(y, y_ref, k)

@@ -2,7 +2,7 @@
 // mma.sync.m16n8k16 (sm_80+) accumulating in float32; bias and ReLU are applied to the
 // float32 accumulators, which are rounded once, at the store.
 // A BM x BN output tile per block, BK = 32 deep tiles of A and B in shared memory (double
-// buffered, as in gemm_simt.cu); each warp owns a WM x WN sub-tile = MT x NT mma tiles.
+// buffered by pipelined_k_loop); each warp owns a WM x WN sub-tile = MT x NT mma tiles.
 #include "cuda/tile.cuh"
 
 namespace fusedmlp::cuda {
@@ -94,19 +94,7 @@ __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmPara
 
   int64_t k_begin, k_tiles;
   k_range_of_block<T, BK>(p, k_begin, k_tiles);
-  if (k_tiles > 0) {
-    a_loader.load(k_begin);
-    b_loader.load(k_begin);
-    store_tiles(0);
-  }
-  __syncthreads();
-  for (int64_t t = 0; t < k_tiles; ++t) {
-    const int stage = static_cast<int>(t & 1);
-    const bool has_next = t + 1 < k_tiles;
-    if (has_next) {
-      a_loader.load(k_begin + (t + 1) * BK);
-      b_loader.load(k_begin + (t + 1) * BK);
-    }
+  pipelined_k_loop<BK>(k_begin, k_tiles, a_loader, b_loader, store_tiles, [&](int stage) {
 #pragma unroll
     for (int ks = 0; ks < BK; ks += 16) {
       // A fragment: rows group / group+8, k pairs at 2*pair and 2*pair+8.
@@ -133,9 +121,7 @@ __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmPara
         for (int j = 0; j < NT; ++j) mma_16x8x16<T>(acc[i][j], a[i], b[j]);
       }
     }
-    if (has_next) store_tiles(stage ^ 1);
-    __syncthreads();
-  }
+  });
 
   // Accumulator fragment: c0, c1 at (group, 2*pair + {0, 1}), c2, c3 at row group + 8.
 #pragma unroll

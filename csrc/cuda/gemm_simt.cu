@@ -1,7 +1,8 @@
 // float32 / float64 GEMM on CUDA cores: C = epilogue(A · Bᵀ) (see gemm.h).
 // A BM x BN output tile per block, BK-deep tiles of A and B in shared memory (double
-// buffered: the next tile's global loads are in flight while this one is multiplied),
-// and a TM x TN register tile per thread, read from shared memory as 16-byte vectors.
+// buffered by pipelined_k_loop: the next tile's global loads are in flight while this
+// one is multiplied), and a TM x TN register tile per thread, read from shared memory as
+// 16-byte vectors.
 #include "cuda/tile.cuh"
 
 namespace fusedmlp::cuda {
@@ -77,19 +78,7 @@ __global__ void __launch_bounds__(Tile::kThreads) simt_gemm_kernel(const GemmPar
 
   int64_t k_begin, k_tiles;
   k_range_of_block<T, BK>(p, k_begin, k_tiles);
-  if (k_tiles > 0) {
-    a_loader.load(k_begin);
-    b_loader.load(k_begin);
-    store_tiles(0);
-  }
-  __syncthreads();
-  for (int64_t t = 0; t < k_tiles; ++t) {
-    const int stage = static_cast<int>(t & 1);
-    const bool has_next = t + 1 < k_tiles;
-    if (has_next) {
-      a_loader.load(k_begin + (t + 1) * BK);
-      b_loader.load(k_begin + (t + 1) * BK);
-    }
+  pipelined_k_loop<BK>(k_begin, k_tiles, a_loader, b_loader, store_tiles, [&](int stage) {
 #pragma unroll
     for (int kk = 0; kk < BK; ++kk) {
       alignas(16) T a[TM];
@@ -110,10 +99,7 @@ __global__ void __launch_bounds__(Tile::kThreads) simt_gemm_kernel(const GemmPar
         for (int j = 0; j < TN; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
       }
     }
-    // The other stage was last read before the previous barrier: safe to overwrite.
-    if (has_next) store_tiles(stage ^ 1);
-    __syncthreads();
-  }
+  });
 
 #pragma unroll
   for (int i = 0; i < TM; ++i) {

@@ -191,6 +191,33 @@ class TileLoader {
   alignas(16) T mask_values_[kChunks][kVec];
 };
 
+// The main loop both GEMM kernels share, over this block's k tiles with two shared
+// stages: tile t+1's global loads are issued before tile t is multiplied (compute(stage)),
+// and stored to the other stage after. One barrier per tile: the other stage was last
+// read before the previous barrier.
+template <int BK, class ALoader, class BLoader, class StoreTiles, class Compute>
+__device__ __forceinline__ void pipelined_k_loop(int64_t k_begin, int64_t k_tiles,
+                                                 ALoader& a_loader, BLoader& b_loader,
+                                                 StoreTiles&& store_tiles, Compute&& compute) {
+  if (k_tiles > 0) {
+    a_loader.load(k_begin);
+    b_loader.load(k_begin);
+    store_tiles(0);
+  }
+  __syncthreads();
+  for (int64_t t = 0; t < k_tiles; ++t) {
+    const int stage = static_cast<int>(t & 1);
+    const bool has_next = t + 1 < k_tiles;
+    if (has_next) {
+      a_loader.load(k_begin + (t + 1) * BK);
+      b_loader.load(k_begin + (t + 1) * BK);
+    }
+    compute(stage);
+    if (has_next) store_tiles(stage ^ 1);
+    __syncthreads();
+  }
+}
+
 // What the GEMM kernels receive (by value, in constant parameter space).
 template <typename T>
 struct GemmParams {
