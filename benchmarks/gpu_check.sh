@@ -29,7 +29,7 @@ step() {
   local t0 rc status
   t0=$(date +%s)
   echo "=== $name (timeout ${limit}s): $*" | tee "$OUT/$name.log"
-  timeout --kill-after=5 "$limit" bash -c '"$@"' step "$@" >> "$OUT/$name.log" 2>&1
+  timeout --kill-after=2 "$limit" bash -c '"$@"' step "$@" >> "$OUT/$name.log" 2>&1
   rc=$?
   case $rc in
     0) status=PASS ;;
@@ -65,6 +65,8 @@ print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu available', t
 print('device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
   "$PY" -c "import pytest; print('pytest', pytest.__version__)" || echo "pytest: MISSING"
   "$PY" -c "import expecttest" 2>/dev/null && echo "expecttest: present" || echo "expecttest: MISSING"
+  command -v ninja > /dev/null && echo "ninja: $(ninja --version)" || echo "ninja: MISSING (serial build)"
+  command -v compute-sanitizer || ls "$CUDA_HOME"/bin/compute-sanitizer 2> /dev/null || echo "compute-sanitizer: not on PATH"
 }
 
 # No network there: no build isolation, no dependencies, no index. If pip cannot do an
@@ -96,16 +98,16 @@ export -f env_facts build find_sanitizer sanitize
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the in-place fallback build
 export PYTHONUNBUFFERED=1
 
-# Timeouts: 10 + 125 + 10 + 90 + 40 + 45 + 45 + 85 = 450 s (+ 5 s grace each at worst).
+# Timeouts: 10 + 140 + 10 + 90 + 40 + 45 + 45 + 75 = 455 s (+ 2 s kill grace each at worst: under 8 minutes).
 step env 10 env_facts
-step build 125 build
+step build 140 build
 step info 10 "$PY" -m fusedmlp.info
 step test_cuda 90 "$PY" -m pytest -q -rs -p no:cacheprovider --durations=10 tests/test_cuda.py
 step test_cpu 40 "$PY" -m pytest -q -x -p no:cacheprovider tests --ignore=tests/test_cuda.py
 step memcheck 45 sanitize memcheck
 step racecheck 45 sanitize racecheck
 # Shapes run smallest first: if the timeout hits, only the 8192^3 rows are missing.
-step bench 85 "$PY" benchmarks/bench_gpu.py --min-time 0.05 --json "$OUT/bench.json"
+step bench 75 "$PY" benchmarks/bench_gpu.py --min-time 0.05 --json "$OUT/bench.json"
 grep '^|' "$OUT/bench.log" > "$OUT/bench_table.md" 2> /dev/null || true
 
 echo "total $(( $(date +%s) - START ))s" | tee -a "$SUMMARY"

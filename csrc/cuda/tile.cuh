@@ -1,6 +1,7 @@
-// Device building blocks shared by the GEMM kernels (gemm_simt.cu, gemm_mma.cu) and the
-// column sums (column_sums.cu): scalar conversions, the NaN-preserving ReLU and ReLU
-// mask, the strided tile loader, the tile schedule and the epilogue.
+// Building blocks shared by the GEMM kernels (gemm_simt.cu, gemm_mma.cu) and the column
+// sums (column_sums.cu): scalar conversions, the NaN-preserving ReLU and the ReLU mask,
+// the strided tile loader, the pipelined k loop, the tiling plan and tile schedule, the
+// fused epilogue and the split-k reduction.
 #pragma once
 
 #include <cuda_bf16.h>
