@@ -98,7 +98,8 @@ export -f env_facts build find_sanitizer sanitize
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # the in-place fallback build
 export PYTHONUNBUFFERED=1
 
-# Timeouts: 10 + 140 + 10 + 90 + 40 + 45 + 45 + 75 = 455 s (+ 2 s kill grace each at worst: under 8 minutes).
+# Timeouts: 10 + 140 + 10 + 90 + 40 + 45 + 45 + 75 = 455 s, + 2 s kill grace each at
+# worst: under 8 minutes.
 step env 10 env_facts
 step build 140 build
 step info 10 "$PY" -m fusedmlp.info

@@ -1,8 +1,8 @@
 // grad_b: the column sums of the (ReLU-masked) grad_y, deterministic.
 // No atomics: rows are cut into a fixed number of chunks that depends only on the shape;
 // pass 1 sums each (chunk, 32-column) block in a fixed order (8 row lanes, then the lanes
-// in order) into a float partial per chunk, pass 2 sums the partials with the same kernel.
-// One chunk: pass 1 writes the result directly. Coalesced when grad_y rows are contiguous.
+// in order) into a partial per chunk in the accumulator type (float; double for float64),
+// pass 2 sums the partials with the same kernel. One chunk: pass 1 writes the result. Coalesced when grad_y rows are contiguous.
 #include <algorithm>
 
 #include "cuda/tile.cuh"

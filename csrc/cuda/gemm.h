@@ -38,9 +38,10 @@ struct GemmArgs {
 
 // How a GEMM is cut into blocks: the tile size, and for problems with too few output
 // tiles to fill the GPU but a long k (grad_w of a tall batch: 128 x 128 outputs summed
-// over 65536 rows), `splits` slices of k, each block summing one slice into a float
-// partial; a second kernel adds the slices in a fixed order and applies the epilogue
-// (deterministic, no atomics). The caller allocates workspace_bytes on the device.
+// over 65536 rows), `splits` slices of k, each block summing one slice into a partial in
+// the accumulator type (float; double for f64); a second kernel adds the slices in a
+// fixed order and applies the epilogue (deterministic, no atomics). The caller allocates
+// workspace_bytes on the device.
 struct GemmPlan {
   bool big_tiles = true;
   int splits = 1;
