@@ -2,7 +2,8 @@
 // No atomics: rows are cut into a fixed number of chunks that depends only on the shape;
 // pass 1 sums each (chunk, 32-column) block in a fixed order (8 row lanes, then the lanes
 // in order) into a partial per chunk in the accumulator type (float; double for float64),
-// pass 2 sums the partials with the same kernel. One chunk: pass 1 writes the result. Coalesced when grad_y rows are contiguous.
+// pass 2 sums the partials with the same kernel. One chunk: pass 1 writes the result.
+// Coalesced when grad_y rows are contiguous.
 #include <algorithm>
 
 #include "cuda/tile.cuh"
