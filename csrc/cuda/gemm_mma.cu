@@ -15,7 +15,7 @@ struct MmaTile {
   static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
   static constexpr int MT = WM / 16, NT = WN / 8;  // mma tiles (16 x 8) per warp
   static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
-  static_assert(WM % 16 == 0 && WN % 8 == 0, "warp tile must hold whole mma tiles");
+  static_assert(WM % 16 == 0 && WN % 16 == 0, "warp tile: whole mma tiles, in pairs along n");
 };
 
 using BigTile = MmaTile<128, 128, 2, 4>;   // 8 warps, 64 x 32 each
@@ -44,10 +44,18 @@ __device__ __forceinline__ void mma_16x8x16(float (&c)[4], const uint32_t (&a)[4
 #endif
 }
 
-// Two consecutive 16-bit elements (k, k+1) of a shared tile row as one fragment register.
-template <typename T>
-__device__ __forceinline__ uint32_t pair_at(const T* p) {
-  return *reinterpret_cast<const uint32_t*>(p);
+// Four 8 x 8 matrices of 16-bit elements from shared memory, one per register: lane l
+// gives the address of row l % 8 of matrix l / 8, and receives, of each matrix, row
+// l / 4, elements 2 * (l % 4) and 2 * (l % 4) + 1: the mma fragment layout.
+__device__ __forceinline__ void load_matrices_x4(uint32_t (&r)[4], const void* row_address) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(address));
+#else
+  __trap();  // never launched: gemm() refuses fp16/bf16 below sm_80
+#endif
 }
 
 template <typename T, class Tile>
@@ -55,8 +63,8 @@ __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmPara
   constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, MT = Tile::MT, NT = Tile::NT;
   constexpr int kThreads = Tile::kThreads;
   // k-contiguous tiles (the layout of mma's row-major A and column-major B fragments).
-  // Pitch 40 elements = 20 words: the 8 rows x 4 words a fragment load touches fall in 32
-  // different banks, and rows stay 16-byte aligned for the chunk stores.
+  // Pitch 40 elements = 80 bytes: rows stay 16-byte aligned (ldmatrix, chunk stores) and
+  // the 8 rows x 16 bytes of one ldmatrix matrix fall in 32 different banks.
   constexpr int kPitch = BK + 8;
   __shared__ alignas(16) T a_tile[2][BM][kPitch];
   __shared__ alignas(16) T b_tile[2][BN][kPitch];
@@ -69,7 +77,6 @@ __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmPara
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int warp_m = warp / Tile::kWarpsN, warp_n = warp % Tile::kWarpsN;
-  const int group = lane / 4, pair = lane % 4;  // PTX's groupID and threadID_in_group
 
   // Shared rows are the outer dimension, columns k.
   constexpr int V = kVecElems<T>;
@@ -97,23 +104,27 @@ __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmPara
   pipelined_k_loop<BK>(k_begin, k_tiles, a_loader, b_loader, store_tiles, [&](int stage) {
 #pragma unroll
     for (int ks = 0; ks < BK; ks += 16) {
-      // A fragment: rows group / group+8, k pairs at 2*pair and 2*pair+8.
+      // A fragment of mma tile i: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7),
+      // (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a0..a3.
       uint32_t a[MT][4];
 #pragma unroll
       for (int i = 0; i < MT; ++i) {
-        const T* row = &a_tile[stage][warp_m * Tile::WM + i * 16 + group][ks + 2 * pair];
-        a[i][0] = pair_at(row);
-        a[i][1] = pair_at(row + 8 * kPitch);
-        a[i][2] = pair_at(row + 8);
-        a[i][3] = pair_at(row + 8 * kPitch + 8);
+        load_matrices_x4(
+            a[i], &a_tile[stage][warp_m * Tile::WM + i * 16 + lane % 16][ks + lane / 16 * 8]);
       }
-      // B fragment: column group, k pairs at 2*pair and 2*pair+8.
+      // B fragments of mma tiles j, j + 1: matrices (n 0-7 of j, k 0-7), (n 0-7 of j,
+      // k 8-15), then the same for j + 1 = b[j][0], b[j][1], b[j+1][0], b[j+1][1].
       uint32_t b[NT][2];
 #pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        const T* col = &b_tile[stage][warp_n * Tile::WN + j * 8 + group][ks + 2 * pair];
-        b[j][0] = pair_at(col);
-        b[j][1] = pair_at(col + 8);
+      for (int j = 0; j < NT; j += 2) {
+        const int matrix = lane / 8;
+        uint32_t r[4];
+        load_matrices_x4(r, &b_tile[stage][warp_n * Tile::WN + (j + matrix / 2) * 8 + lane % 8]
+                                   [ks + matrix % 2 * 8]);
+        b[j][0] = r[0];
+        b[j][1] = r[1];
+        b[j + 1][0] = r[2];
+        b[j + 1][1] = r[3];
       }
 #pragma unroll
       for (int i = 0; i < MT; ++i) {
@@ -123,7 +134,9 @@ __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmPara
     }
   });
 
-  // Accumulator fragment: c0, c1 at (group, 2*pair + {0, 1}), c2, c3 at row group + 8.
+  // Accumulator fragment: c0, c1 at (group, 2 * pair + {0, 1}), c2, c3 at row group + 8
+  // (PTX's groupID and threadID_in_group).
+  const int group = lane / 4, pair = lane % 4;
 #pragma unroll
   for (int i = 0; i < MT; ++i) {
     const int64_t row = m0 + warp_m * Tile::WM + i * 16 + group;
