@@ -46,28 +46,64 @@ __device__ __forceinline__ void mma_16x8x16(float (&c)[4], const uint32_t (&a)[4
 
 // Four 8 x 8 matrices of 16-bit elements from shared memory, one per register: lane l
 // gives the address of row l % 8 of matrix l / 8, and receives, of each matrix, row
-// l / 4, elements 2 * (l % 4) and 2 * (l % 4) + 1: the mma fragment layout.
-__device__ __forceinline__ void load_matrices_x4(uint32_t (&r)[4], const void* row_address) {
+// l / 4, elements 2 * (l % 4) and 2 * (l % 4) + 1 (the mma fragment layout); with
+// `transpose`, the same of the transposed matrices.
+__device__ __forceinline__ void load_matrices_x4(uint32_t (&r)[4], const void* row_address,
+                                                 bool transpose) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const auto address = static_cast<uint32_t>(__cvta_generic_to_shared(row_address));
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(address));
+  if (transpose) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+  } else {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(address));
+  }
 #else
   __trap();  // never launched: gemm() refuses fp16/bf16 below sm_80
 #endif
 }
 
+// One stage of an operand (OUTER x BK) in shared memory, laid out the way its chunks
+// arrive so that each chunk is one 16-byte store: k-contiguous rows [OUTER][BK + 8] for
+// an operand read along k, outer-contiguous rows [BK][OUTER + 8] for one read along the
+// outer dimension (its fragments then come from ldmatrix.trans). The 8-element pads keep
+// rows 16-byte aligned and put the 8 rows of one ldmatrix matrix in different banks.
+template <typename T, int OUTER, int BK>
+struct OperandTile {
+  static constexpr int kKPitch = BK + 8, kOuterPitch = OUTER + 8;
+  static constexpr int kSize = OUTER * kKPitch > BK * kOuterPitch ? OUTER * kKPitch
+                                                                  : BK * kOuterPitch;
+  alignas(16) T data[kSize];
+
+  __device__ __forceinline__ void store(int o, int kk, bool along_outer,
+                                        const T (&chunk)[kVecElems<T>]) {
+    T* at = along_outer ? &data[kk * kOuterPitch + o] : &data[o * kKPitch + kk];
+    *reinterpret_cast<uint4*>(at) = *reinterpret_cast<const uint4*>(chunk);
+  }
+
+  // The four 8 x 8 (outer x k) matrices at (o0 + outer_offset(q), k0 + k_offset(q)),
+  // q = 0..3, as mma fragment registers (this lane addresses row l % 8 of matrix l / 8).
+  template <class OuterOffset, class KOffset>
+  __device__ __forceinline__ void fragments(uint32_t (&r)[4], bool along_outer, int o0, int k0,
+                                            OuterOffset outer_offset, KOffset k_offset) const {
+    const int lane = threadIdx.x % 32, q = lane / 8, row = lane % 8;
+    const int o = o0 + outer_offset(q), kk = k0 + k_offset(q);
+    // Stored k-major, a matrix's rows are k: ldmatrix.trans hands out (outer, k) pairs.
+    const T* address = along_outer ? &data[(kk + row) * kOuterPitch + o]
+                                   : &data[(o + row) * kKPitch + kk];
+    load_matrices_x4(r, address, along_outer);
+  }
+};
+
 template <typename T, class Tile>
 __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmParams<T> p) {
   constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, MT = Tile::MT, NT = Tile::NT;
   constexpr int kThreads = Tile::kThreads;
-  // k-contiguous tiles (the layout of mma's row-major A and column-major B fragments).
-  // Pitch 40 elements = 80 bytes: rows stay 16-byte aligned (ldmatrix, chunk stores) and
-  // the 8 rows x 16 bytes of one ldmatrix matrix fall in 32 different banks.
-  constexpr int kPitch = BK + 8;
-  __shared__ alignas(16) T a_tile[2][BM][kPitch];
-  __shared__ alignas(16) T b_tile[2][BN][kPitch];
+  __shared__ OperandTile<T, BM, BK> a_tile[2];
+  __shared__ OperandTile<T, BN, BK> b_tile[2];
 
   int64_t tile_m, tile_n;
   tile_of_block(p, tile_m, tile_n);
@@ -78,14 +114,13 @@ __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmPara
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int warp_m = warp / Tile::kWarpsN, warp_n = warp % Tile::kWarpsN;
 
-  // Shared rows are the outer dimension, columns k.
   constexpr int V = kVecElems<T>;
   auto store_tiles = [&](int stage) {
     a_loader.store([&](int o, int kk, bool along_outer, const T(&chunk)[V]) {
-      write_chunk(&a_tile[stage][0][0], kPitch, o, kk, !along_outer, chunk);
+      a_tile[stage].store(o, kk, along_outer, chunk);
     });
     b_loader.store([&](int o, int kk, bool along_outer, const T(&chunk)[V]) {
-      write_chunk(&b_tile[stage][0][0], kPitch, o, kk, !along_outer, chunk);
+      b_tile[stage].store(o, kk, along_outer, chunk);
     });
   };
 
@@ -109,18 +144,19 @@ __global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmPara
       uint32_t a[MT][4];
 #pragma unroll
       for (int i = 0; i < MT; ++i) {
-        load_matrices_x4(
-            a[i], &a_tile[stage][warp_m * Tile::WM + i * 16 + lane % 16][ks + lane / 16 * 8]);
+        a_tile[stage].fragments(
+            a[i], p.a.along_outer, warp_m * Tile::WM + i * 16, ks,
+            [](int q) { return q % 2 * 8; }, [](int q) { return q / 2 * 8; });
       }
       // B fragments of mma tiles j, j + 1: matrices (n 0-7 of j, k 0-7), (n 0-7 of j,
       // k 8-15), then the same for j + 1 = b[j][0], b[j][1], b[j+1][0], b[j+1][1].
       uint32_t b[NT][2];
 #pragma unroll
       for (int j = 0; j < NT; j += 2) {
-        const int matrix = lane / 8;
         uint32_t r[4];
-        load_matrices_x4(r, &b_tile[stage][warp_n * Tile::WN + (j + matrix / 2) * 8 + lane % 8]
-                                   [ks + matrix % 2 * 8]);
+        b_tile[stage].fragments(
+            r, p.b.along_outer, warp_n * Tile::WN + j * 8, ks,
+            [](int q) { return q / 2 * 8; }, [](int q) { return q % 2 * 8; });
         b[j][0] = r[0];
         b[j][1] = r[1];
         b[j + 1][0] = r[2];
