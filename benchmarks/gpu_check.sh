@@ -18,7 +18,8 @@ SUMMARY="$OUT/summary.txt"
 export PY="${PYTHON:-python3}"
 START=$(date +%s)
 : > "$SUMMARY"
-echo "gpu_check.sh $(date -u '+%Y-%m-%d %H:%M:%S UTC') commit $(git rev-parse --short HEAD 2>/dev/null || echo '?')" >> "$SUMMARY"
+COMMIT="$(git rev-parse --short HEAD 2> /dev/null || echo '?')"
+echo "gpu_check.sh $(date -u '+%Y-%m-%d %H:%M:%S UTC') commit $COMMIT" >> "$SUMMARY"
 
 # step NAME TIMEOUT_S CMD...: runs CMD (a program or one of the functions below, which
 # `timeout` reaches through an exported-function bash) with its output in $OUT/NAME.log,
@@ -60,13 +61,19 @@ env_facts() {
   nvidia-smi || true
   echo "CUDA_HOME=$CUDA_HOME TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST MAX_JOBS=$MAX_JOBS"
   nvcc --version || true
-  "$PY" -c "import torch, sys; print('python', sys.version.split()[0]); \
-print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu available', torch.cuda.is_available()); \
-print('device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
+  "$PY" - << 'EOF'
+import sys, torch
+print("python", sys.version.split()[0])
+print("torch", torch.__version__, "cuda", torch.version.cuda,
+      "gpu available", torch.cuda.is_available())
+print("device", torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)
+EOF
   "$PY" -c "import pytest; print('pytest', pytest.__version__)" || echo "pytest: MISSING"
-  "$PY" -c "import expecttest" 2>/dev/null && echo "expecttest: present" || echo "expecttest: MISSING"
-  command -v ninja > /dev/null && echo "ninja: $(ninja --version)" || echo "ninja: MISSING (serial build)"
-  command -v compute-sanitizer || ls "$CUDA_HOME"/bin/compute-sanitizer 2> /dev/null || echo "compute-sanitizer: not on PATH"
+  "$PY" -c "import expecttest" 2> /dev/null && echo "expecttest: present" \
+    || echo "expecttest: MISSING"
+  command -v ninja > /dev/null && echo "ninja: $(ninja --version)" \
+    || echo "ninja: MISSING (serial build)"
+  echo "compute-sanitizer: $(find_sanitizer || echo MISSING)"
 }
 
 # No network there: no build isolation, no dependencies, no index. If pip cannot do an

@@ -81,7 +81,9 @@ void column_sums(int64_t rows, int64_t cols, const Operand& src, const Operand& 
                       static_cast<T*>(out), stream);
 }
 
-size_t accumulator_size(DType dtype) { return dtype == DType::f64 ? sizeof(double) : sizeof(float); }
+size_t accumulator_size(DType dtype) {
+  return dtype == DType::f64 ? sizeof(double) : sizeof(float);
+}
 
 }  // namespace
 

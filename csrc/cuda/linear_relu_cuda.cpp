@@ -34,7 +34,9 @@ DType cuda_dtype(const char* op, const at::Tensor& x) {
 }
 
 // A 2-D tensor as a GEMM operand whose rows are the "outer" dimension.
-Operand rows_of(const at::Tensor& t2d) { return {t2d.const_data_ptr(), t2d.stride(0), t2d.stride(1)}; }
+Operand rows_of(const at::Tensor& t2d) {
+  return {t2d.const_data_ptr(), t2d.stride(0), t2d.stride(1)};
+}
 // ... and as one whose columns are (the transposed matrix).
 Operand columns_of(const at::Tensor& t2d) {
   return {t2d.const_data_ptr(), t2d.stride(1), t2d.stride(0)};
