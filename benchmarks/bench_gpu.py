@@ -100,7 +100,8 @@ def bench_row(m, k, n, dtype, mode, compiled, min_time):
             row[f"{name}_ms"] = median_ms(call, min_time)
         except Exception as e:  # a baseline that cannot run here: report, keep going
             row[f"{name}_ms"] = None
-            row[f"{name}_error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            first_line = (str(e).splitlines() or [""])[0]
+            row[f"{name}_error"] = f"{type(e).__name__}: {first_line[:200]}"
     flop = 2.0 * m * k * n * (1 if mode == "fwd" else 3)
     for name in IMPLS:
         t = row[f"{name}_ms"]
