@@ -17,9 +17,11 @@ from helpers import (ODD_SHAPES, REDUCED_PRECISION, assert_same_special_values,
                      well_conditioned)
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
-# Beyond the CPU suite's shapes: big enough for the large tiles, 16-byte loads and the
-# multi-chunk grad_b (> 256 rows), plus sizes just off the tile multiples.
-CUDA_SHAPES = ODD_SHAPES + [(512, 1024, 384), (1000, 784, 256), (130, 136, 129), (2049, 40, 72)]
+# Beyond the CPU suite's shapes: 16-byte loads, multi-chunk grad_b (> 256 rows), split k
+# (few output tiles, long k: most of these, e.g. grad_w of 65536 rows), the big tiles
+# (>= 132 tiles of 128 x 128: 2048 x 1160), and sizes just off the tile multiples.
+CUDA_SHAPES = ODD_SHAPES + [(512, 1024, 384), (1000, 784, 256), (130, 136, 129), (2049, 40, 72),
+                            (2048, 72, 1160), (65536, 128, 128)]
 cuda_required = pytest.mark.usefixtures("cuda_kernels")
 
 
@@ -280,10 +282,11 @@ def test_compile_fullgraph_equals_eager(backend, dynamic):
 @requires_cuda
 @cuda_required
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("shape", [(3000, 96, 70), (64, 784, 128)], ids=shape_id)
+@pytest.mark.parametrize("shape", [(3000, 96, 70), (64, 784, 128), (65536, 128, 128)],
+                         ids=shape_id)
 def test_backward_bitwise_deterministic(dtype, shape):
     """No floating-point atomics: repeated runs give bitwise the same outputs and grads
-    (3000 rows: grad_b sums 12 row chunks)."""
+    (3000 rows: grad_b sums 12 row chunks; split k in the forward of 64 rows and in grad_w)."""
     x, w, b = make(*shape, dtype, device="cuda")
     grad_y = torch.randn(shape[0], shape[2], dtype=dtype, device="cuda")
     runs = []
