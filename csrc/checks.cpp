@@ -25,7 +25,8 @@ void check_x_and_weight(const char* op, const at::Tensor& x, const at::Tensor& w
               ": expected weight of shape (out_features, in_features), got a ", weight.dim(),
               "-D tensor of shape ", weight.sym_sizes());
   TORCH_CHECK(x.is_floating_point(), op,
-              ": expected x to be a floating-point tensor (float32 or float64), got ",
+              ": expected x to be a floating-point tensor (float32 or float64; on CUDA also "
+              "float16 or bfloat16), got ",
               x.scalar_type());
   check_same_dtype(op, "weight", weight, x);
   check_same_device(op, "weight", weight, x);
@@ -68,6 +69,12 @@ std::vector<int64_t> output_shape(const at::Tensor& x, const at::Tensor& weight)
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
   shape.push_back(weight.size(0));
   return shape;
+}
+
+at::Tensor as_rows(const at::Tensor& t, int64_t cols) {
+  int64_t rows = 1;
+  for (int64_t d = 0; d + 1 < t.dim(); ++d) rows *= t.size(d);
+  return t.reshape({rows, cols});
 }
 
 }  // namespace fusedmlp

@@ -1,5 +1,6 @@
 // Argument checks shared by every backend and the autograd kernel, so a bad call gets
-// the same clear message (naming the argument and what was expected) wherever it lands.
+// the same clear message (naming the argument and what was expected) wherever it lands;
+// and the shape helpers every backend's kernels use.
 // Sizes are compared as SymInts: the checks also run on fake tensors under torch.compile.
 #pragma once
 
@@ -19,5 +20,8 @@ void check_backward_args(const char* op, const at::Tensor& grad_y, const at::Ten
 
 // Output shape of the forward ops: x.shape[:-1] + (out_features,).
 std::vector<int64_t> output_shape(const at::Tensor& x, const at::Tensor& weight);
+
+// (..., cols) -> (rows, cols); a view whenever the strides allow, works for cols == 0.
+at::Tensor as_rows(const at::Tensor& t, int64_t cols);
 
 }  // namespace fusedmlp

@@ -1,29 +1,114 @@
-"""Shared test helpers: the float64 reference and dtype tolerances."""
+"""Shared test helpers: the float64 reference, dtype tolerances, and the shapes, strided
+inputs and checks that the CPU (test_linear_relu.py) and CUDA (test_cuda.py) suites share."""
 import torch
 import torch.nn.functional as F
 
+REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
-def reference(x, weight, bias, grad_y=None, relu=True):
-    """relu(linear) (or plain linear) and its grads (x, weight, bias) in float64, eager."""
+ODD_SHAPES = [  # (rows, in_features, out_features)
+    (1, 1, 1), (3, 17, 5), (17, 3, 1), (1, 129, 3), (7, 1, 13), (2, 31, 37),
+    (129, 257, 131), (64, 784, 128), (5, 300, 41), (300, 70, 9),  # 300 rows: K-blocked grad_w
+]
+
+
+def reference(x, weight, bias, grad_y=None, relu=True, relu_output=None):
+    """relu(linear) (or plain linear) and its grads (x, weight, bias) in float64, eager.
+
+    relu_output: the output y of the op under test. If given, the reference backward takes
+    its ReLU mask from it (grad passes where !(y <= 0)), as linear_relu_backward does: a
+    pre-activation within rounding error of 0 may have either sign in the op's y, and the
+    forward check covers y; the backward is checked for the mask y defines."""
     xd = x.detach().double().requires_grad_()
     wd = weight.detach().double().requires_grad_()
     bd = bias.detach().double().requires_grad_() if bias is not None else None
-    y = F.linear(xd, wd, bd)
-    if relu:
-        y = F.relu(y)
+    pre = F.linear(xd, wd, bd)
+    y = F.relu(pre) if relu else pre
     if grad_y is None:
         return y, None
+    masked = y
+    if relu and relu_output is not None:
+        masked = torch.where(relu_output.detach().double() <= 0, torch.zeros_like(pre), pre)
     inputs = (xd, wd) + ((bd,) if bd is not None else ())
-    grads = torch.autograd.grad(y, inputs, grad_y.double(), allow_unused=True)
+    grads = torch.autograd.grad(masked, inputs, grad_y.double(), allow_unused=True)
     return y, grads
 
 
 def tolerances(dtype, k):
     """Bounds for sums of k products of O(1) values against a float64 reference: the
-    rounding error of a length-k sum of partial sums up to sqrt(k) grows like eps * k."""
+    rounding error of a length-k sum of partial sums up to sqrt(k) grows like eps * k.
+    float16/bfloat16 kernels accumulate in float32 and round once at the store: the
+    result's own rounding (eps/2 relative) plus the float32 sum's error."""
+    if dtype in REDUCED_PRECISION:
+        return dict(rtol=2 * torch.finfo(dtype).eps,
+                    atol=4 * torch.finfo(torch.float32).eps * max(k, 4))
     eps = torch.finfo(dtype).eps
     return dict(rtol=64 * eps, atol=4 * eps * max(k, 4))
 
 
 def assert_close_to(actual, expected, k):
     torch.testing.assert_close(actual, expected.to(actual.dtype), **tolerances(actual.dtype, k))
+
+
+def make(rows, k, n, dtype, bias=True, requires_grad=True, device="cpu"):
+    x = torch.randn(rows, k, dtype=dtype, device=device, requires_grad=requires_grad)
+    w = torch.randn(n, k, dtype=dtype, device=device, requires_grad=requires_grad)
+    b = torch.randn(n, dtype=dtype, device=device, requires_grad=requires_grad) if bias else None
+    return x, w, b
+
+
+def check_against_reference(fn, x, w, b, relu=True):
+    """Forward and every gradient of fn(x, w, b) vs the float64 reference."""
+    y = fn(x, w, b)
+    grad_y = torch.randn_like(y)
+    y_ref, grads_ref = reference(x, w, b, grad_y, relu=relu, relu_output=y)
+    k = w.shape[1]
+    assert y.shape == y_ref.shape and y.dtype == x.dtype and y.device == x.device
+    assert_close_to(y, y_ref, k)
+    inputs = [t for t in (x, w, b) if t is not None]
+    grads = torch.autograd.grad(y, inputs, grad_y)
+    reductions = [w.shape[0], y.numel() // max(w.shape[0], 1), y.numel() // max(w.shape[0], 1)]
+    for g, g_ref, red, t in zip(grads, grads_ref, reductions, inputs):
+        assert g.shape == t.shape and g.dtype == t.dtype
+        assert_close_to(g, g_ref, red)
+
+
+def strided_cases(dtype, device="cpu"):
+    """Non-contiguous x / weight / bias as users produce them (call .requires_grad_())."""
+    k, n, rows = 21, 13, 10
+
+    def randn(*shape):
+        return torch.randn(*shape, dtype=dtype, device=device)
+
+    base_x = randn(k, rows)
+    base_w = randn(k, n)
+    return {
+        "x_transposed": (base_x.t(), randn(n, k), randn(n)),
+        "x_sliced": (randn(rows, 2 * k)[:, ::2], randn(n, k), randn(n)),
+        "x_misaligned": (randn(rows, k + 1)[:, 1:], randn(n, k), randn(n)),
+        "x_row_padded": (randn(rows, k + 5)[:, :k], randn(n, k), randn(n)),  # lda > k
+        "x_expanded": (randn(1, k).expand(rows, k), randn(n, k), randn(n)),
+        "weight_transposed": (randn(rows, k), base_w.t(), randn(n)),
+        "bias_sliced": (randn(rows, k), randn(n, k), randn(3 * n)[::3]),
+        "bias_expanded": (randn(rows, k), randn(n, k), randn(1).expand(n)),
+        "nd_x_permuted": (randn(k, 2, 5).permute(1, 2, 0), randn(n, k), randn(n)),
+    }
+
+
+def assert_same_special_values(actual, expected):
+    assert torch.equal(actual.isnan(), expected.isnan())
+    assert torch.equal(actual.isinf(), expected.isinf())
+    finite = expected.isfinite()
+    assert torch.equal(actual[expected.isinf()], expected[expected.isinf()])
+    torch.testing.assert_close(actual[finite], expected[finite])
+
+
+def well_conditioned(rows, k, n, margin=1e-2, device="cpu"):
+    """fp64 inputs whose pre-activations stay >= margin away from the ReLU kink, so finite
+    differences do not straddle it (same seed -> same draw)."""
+    gen = torch.Generator().manual_seed(1234)
+    while True:
+        x = torch.randn(rows, k, dtype=torch.float64, generator=gen)
+        w = torch.randn(n, k, dtype=torch.float64, generator=gen)
+        b = torch.randn(n, dtype=torch.float64, generator=gen)
+        if (F.linear(x, w, b).abs() > margin).all():
+            return tuple(t.to(device).requires_grad_() for t in (x, w, b))

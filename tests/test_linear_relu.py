@@ -5,36 +5,10 @@ import torch
 import torch.nn.functional as F
 
 import fusedmlp
-from helpers import assert_close_to, reference
+from helpers import (ODD_SHAPES, assert_same_special_values, check_against_reference, make,
+                     strided_cases, well_conditioned)
 
-ODD_SHAPES = [  # (rows, in_features, out_features)
-    (1, 1, 1), (3, 17, 5), (17, 3, 1), (1, 129, 3), (7, 1, 13), (2, 31, 37),
-    (129, 257, 131), (64, 784, 128), (5, 300, 41), (300, 70, 9),  # 300 rows: K-blocked grad_w
-]
 DTYPES = [torch.float32, torch.float64]
-
-
-def make(rows, k, n, dtype, bias=True, requires_grad=True):
-    x = torch.randn(rows, k, dtype=dtype, requires_grad=requires_grad)
-    w = torch.randn(n, k, dtype=dtype, requires_grad=requires_grad)
-    b = torch.randn(n, dtype=dtype, requires_grad=requires_grad) if bias else None
-    return x, w, b
-
-
-def check_against_reference(fn, x, w, b, relu=True):
-    """Forward and every gradient of fn(x, w, b) vs the float64 reference."""
-    y = fn(x, w, b)
-    grad_y = torch.randn_like(y)
-    y_ref, grads_ref = reference(x, w, b, grad_y, relu=relu)
-    k = w.shape[1]
-    assert y.shape == y_ref.shape and y.dtype == x.dtype
-    assert_close_to(y, y_ref, k)
-    inputs = [t for t in (x, w, b) if t is not None]
-    grads = torch.autograd.grad(y, inputs, grad_y)
-    reductions = [w.shape[0], y.numel() // max(w.shape[0], 1), y.numel() // max(w.shape[0], 1)]
-    for g, g_ref, red, t in zip(grads, grads_ref, reductions, inputs):
-        assert g.shape == t.shape
-        assert_close_to(g, g_ref, red)
 
 
 @pytest.mark.parametrize("shape", ODD_SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -109,30 +83,6 @@ def test_empty_dimensions(isa, x_shape, w_shape, dtype):
         torch.testing.assert_close(g, g_ref)
 
 
-def strided_cases(dtype):
-    """Non-contiguous x / weight / bias as users produce them, each with requires_grad."""
-    k, n, rows = 21, 13, 10
-    base_x = torch.randn(k, rows, dtype=dtype)
-    base_w = torch.randn(k, n, dtype=dtype)
-    return {
-        "x_transposed": (base_x.t(), torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)),
-        "x_sliced": (torch.randn(rows, 2 * k, dtype=dtype)[:, ::2],
-                     torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)),
-        "x_row_padded": (torch.randn(rows, k + 5, dtype=dtype)[:, :k],  # read in place, lda > k
-                         torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)),
-        "x_expanded": (torch.randn(1, k, dtype=dtype).expand(rows, k),
-                       torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)),
-        "weight_transposed": (torch.randn(rows, k, dtype=dtype), base_w.t(),
-                              torch.randn(n, dtype=dtype)),
-        "bias_sliced": (torch.randn(rows, k, dtype=dtype), torch.randn(n, k, dtype=dtype),
-                        torch.randn(3 * n, dtype=dtype)[::3]),
-        "bias_expanded": (torch.randn(rows, k, dtype=dtype), torch.randn(n, k, dtype=dtype),
-                          torch.randn(1, dtype=dtype).expand(n)),
-        "nd_x_permuted": (torch.randn(k, 2, 5, dtype=dtype).permute(1, 2, 0),
-                          torch.randn(n, k, dtype=dtype), torch.randn(n, dtype=dtype)),
-    }
-
-
 @pytest.mark.parametrize("case", list(strided_cases(torch.float32)))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_strided_inputs(isa, case, dtype):
@@ -153,14 +103,6 @@ def test_non_contiguous_grad_output():
         grads_ref = torch.autograd.grad(loss_fn(y_ref), (x, w, b), retain_graph=True)
         for g, g_ref in zip(grads, grads_ref):
             torch.testing.assert_close(g, g_ref)
-
-
-def assert_same_special_values(actual, expected):
-    assert torch.equal(actual.isnan(), expected.isnan())
-    assert torch.equal(actual.isinf(), expected.isinf())
-    finite = expected.isfinite()
-    assert torch.equal(actual[expected.isinf()], expected[expected.isinf()])
-    torch.testing.assert_close(actual[finite], expected[finite])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -195,18 +137,6 @@ def test_relu_keeps_nan_drops_negative_zero_gradient(isa):
     (gb,) = torch.autograd.grad(y, (b,), torch.ones_like(y))
     (gb_ref,) = torch.autograd.grad(F.relu(F.linear(x, w, b)), (b,), torch.ones_like(y))
     assert gb.tolist() == gb_ref.tolist() == [1.0, 0.0, 0.0, 1.0]
-
-
-def well_conditioned(rows, k, n, margin=1e-2):
-    """fp64 inputs whose pre-activations stay >= margin away from the ReLU kink, so finite
-    differences do not straddle it (same seed -> same draw)."""
-    gen = torch.Generator().manual_seed(1234)
-    while True:
-        x = torch.randn(rows, k, dtype=torch.float64, generator=gen)
-        w = torch.randn(n, k, dtype=torch.float64, generator=gen)
-        b = torch.randn(n, dtype=torch.float64, generator=gen)
-        if (F.linear(x, w, b).abs() > margin).all():
-            return x.requires_grad_(), w.requires_grad_(), b.requires_grad_()
 
 
 @pytest.mark.parametrize("entry", ["linear_relu", "LinearReLUFunction.apply"])

@@ -27,13 +27,6 @@ StridedMatrix<T> matrix(const at::Tensor& t2d) {
   return {t2d.const_data_ptr<T>(), t2d.stride(0), t2d.stride(1)};
 }
 
-// (..., cols) -> (rows, cols); a view whenever the strides allow, works for cols == 0.
-at::Tensor as_rows(const at::Tensor& t, int64_t cols) {
-  int64_t rows = 1;
-  for (int64_t d = 0; d + 1 < t.dim(); ++d) rows *= t.size(d);
-  return t.reshape({rows, cols});
-}
-
 // y = act(x · W^T + b): A = x, B = W^T, the register tile starts from the bias.
 at::Tensor forward(const char* op, const at::Tensor& x, const at::Tensor& weight,
                    const std::optional<at::Tensor>& bias, bool relu) {

@@ -1,0 +1,360 @@
+// Building blocks shared by the GEMM kernels (gemm_simt.cu, gemm_mma.cu) and the column
+// sums (column_sums.cu): scalar conversions, the NaN-preserving ReLU and the ReLU mask,
+// the strided tile loader, the pipelined k loop, the tiling plan and tile schedule, the
+// fused epilogue and the split-k reduction.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+
+#include "cuda/gemm.h"
+
+namespace fusedmlp::cuda {
+
+// Accumulator type and conversions per storage type. torch builds with
+// __CUDA_NO_HALF_CONVERSIONS__, so every conversion is spelled out.
+template <typename T>
+struct Scalar {  // float, double: accumulate in the type itself
+  using Acc = T;
+  static __device__ __forceinline__ Acc to_acc(T v) { return v; }
+  static __device__ __forceinline__ T from_acc(Acc v) { return v; }
+};
+template <>
+struct Scalar<__half> {
+  using Acc = float;
+  static __device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ __half from_acc(float v) { return __float2half_rn(v); }
+};
+template <>
+struct Scalar<__nv_bfloat16> {
+  using Acc = float;
+  static __device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
+  static __device__ __forceinline__ __nv_bfloat16 from_acc(float v) {
+    return __float2bfloat16_rn(v);
+  }
+};
+
+template <typename T>
+__device__ __forceinline__ T zero() {
+  return Scalar<T>::from_acc(typename Scalar<T>::Acc(0));
+}
+
+// relu that keeps NaN (like torch.relu; fmax would turn NaN into 0).
+template <typename A>
+__device__ __forceinline__ A relu_keep_nan(A v) {
+  return (v > A(0) || v != v) ? v : A(0);
+}
+
+// The ReLU mask from the saved output y: the gradient passes where !(y <= 0), i.e. where
+// y > 0 and, as in torch's threshold_backward, where y is NaN.
+template <typename T>
+__device__ __forceinline__ bool relu_passes(T y) {
+  return !(Scalar<T>::to_acc(y) <= typename Scalar<T>::Acc(0));
+}
+
+// An Operand as the kernels load it: typed, with how a thread's chunk of kVec elements
+// runs (along the contiguous dimension, so that a warp's loads are coalesced) and
+// whether that chunk can be one 16-byte load.
+template <typename T>
+struct TileOperand {
+  const T* data = nullptr;
+  int64_t outer_stride = 0, k_stride = 0;
+  bool along_outer = false;  // chunks run along the outer dimension (else along k)
+  bool vector = false;       // 16-byte loads allowed for in-bounds chunks
+};
+
+template <typename T>
+constexpr int kVecElems = 16 / static_cast<int>(sizeof(T));
+
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Host side: the TileOperand of `op`. `along_outer` < 0 picks the contiguous direction;
+// the mask passes A's choice (its chunks must cover A's chunks element for element).
+template <typename T>
+TileOperand<T> tile_operand(const Operand& op, int along_outer = -1) {
+  TileOperand<T> t;
+  t.data = static_cast<const T*>(op.data);
+  t.outer_stride = op.outer_stride;
+  t.k_stride = op.k_stride;
+  t.along_outer = along_outer < 0 ? (op.k_stride != 1 && op.outer_stride == 1) : along_outer;
+  const int64_t step = t.along_outer ? op.outer_stride : op.k_stride;
+  const int64_t other = t.along_outer ? op.k_stride : op.outer_stride;
+  t.vector = op.data != nullptr && step == 1 && other % kVecElems<T> == 0 && aligned16(op.data);
+  return t;
+}
+
+// Writes a thread's chunk of N consecutive tile elements into a shared tile stored
+// row-major with `pitch` elements per row: one 16-byte store when the chunk runs along a
+// row (rows and chunk starts are 16-byte aligned), else one store per row.
+template <typename T, int N>
+__device__ __forceinline__ void write_chunk(T* tile, int pitch, int row, int col,
+                                            bool along_row, const T (&chunk)[N]) {
+  static_assert(N * sizeof(T) == 16, "a chunk is one 16-byte vector");
+  if (along_row) {
+    *reinterpret_cast<uint4*>(tile + row * pitch + col) = *reinterpret_cast<const uint4*>(chunk);
+  } else {
+#pragma unroll
+    for (int e = 0; e < N; ++e) tile[(row + e) * pitch + col] = chunk[e];
+  }
+}
+
+// Loads a OUTER x K tile of a TileOperand into registers (zero outside the matrix, the
+// ReLU mask applied if one is given), then hands each chunk to a caller-supplied
+// store(outer, k, along_outer, chunk) (chunk = kVec elements from (outer, k) along the
+// outer dimension or along k), so each kernel picks its own shared layout.
+// Split in load() / store() so the global loads of the next tile are in flight while
+// the current one is multiplied.
+template <typename T, int OUTER, int K, int THREADS>
+class TileLoader {
+ public:
+  static constexpr int kVec = kVecElems<T>;
+  static constexpr int kChunks = OUTER * K / (THREADS * kVec);
+  static_assert(kChunks >= 1 && OUTER * K % (THREADS * kVec) == 0, "tile too small");
+  static_assert(OUTER % kVec == 0 && K % kVec == 0, "tile sides must hold whole chunks");
+
+  __device__ TileLoader(const TileOperand<T>& op, const TileOperand<T>& mask, int64_t outer0,
+                        int64_t outer_size, int64_t k_size)
+      : op_(op), mask_(mask), outer0_(outer0), outer_size_(outer_size), k_size_(k_size) {}
+
+  __device__ __forceinline__ void load(int64_t k0) {
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      int o, kk;
+      chunk_origin(c, o, kk);
+      load_chunk(op_, outer0_ + o, k0 + kk, values_[c]);
+      if (mask_.data != nullptr) load_chunk(mask_, outer0_ + o, k0 + kk, mask_values_[c]);
+    }
+  }
+
+  template <class Store>
+  __device__ __forceinline__ void store(Store&& store) {
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      int o, kk;
+      chunk_origin(c, o, kk);
+      if (mask_.data != nullptr) {
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) {
+          if (!relu_passes(mask_values_[c][e])) values_[c][e] = zero<T>();
+        }
+      }
+      store(o, kk, op_.along_outer, values_[c]);
+    }
+  }
+
+ private:
+  // Tile coordinates of chunk c of this thread: consecutive threads take consecutive
+  // chunks along the contiguous direction.
+  __device__ __forceinline__ void chunk_origin(int c, int& o, int& kk) const {
+    const int chunk = threadIdx.x + c * THREADS;
+    if (op_.along_outer) {
+      kk = chunk / (OUTER / kVec);
+      o = chunk % (OUTER / kVec) * kVec;
+    } else {
+      o = chunk / (K / kVec);
+      kk = chunk % (K / kVec) * kVec;
+    }
+  }
+
+  __device__ __forceinline__ void load_chunk(const TileOperand<T>& src, int64_t o, int64_t kk,
+                                             T (&out)[kVec]) const {
+    const bool along_outer = op_.along_outer;
+    const int64_t pos = along_outer ? o : kk;
+    const int64_t limit = along_outer ? outer_size_ : k_size_;
+    const bool other_in = along_outer ? kk < k_size_ : o < outer_size_;
+    const int64_t step = along_outer ? src.outer_stride : src.k_stride;
+    if (other_in && src.vector && pos + kVec <= limit) {
+      const T* p = src.data + o * src.outer_stride + kk * src.k_stride;
+      *reinterpret_cast<uint4*>(out) = __ldg(reinterpret_cast<const uint4*>(p));
+      return;
+    }
+#pragma unroll
+    for (int e = 0; e < kVec; ++e) {
+      out[e] = zero<T>();
+      if (other_in && pos + e < limit) {
+        out[e] = src.data[o * src.outer_stride + kk * src.k_stride + e * step];
+      }
+    }
+  }
+
+  // By value: a reference into the kernel's parameters could force a local copy.
+  const TileOperand<T> op_;
+  const TileOperand<T> mask_;
+  const int64_t outer0_, outer_size_, k_size_;
+  alignas(16) T values_[kChunks][kVec];
+  alignas(16) T mask_values_[kChunks][kVec];
+};
+
+// The main loop both GEMM kernels share, over this block's k tiles with two shared
+// stages: tile t+1's global loads are issued before tile t is multiplied (compute(stage)),
+// and stored to the other stage after. One barrier per tile: the other stage was last
+// read before the previous barrier.
+template <int BK, class ALoader, class BLoader, class StoreTiles, class Compute>
+__device__ __forceinline__ void pipelined_k_loop(int64_t k_begin, int64_t k_tiles,
+                                                 ALoader& a_loader, BLoader& b_loader,
+                                                 StoreTiles&& store_tiles, Compute&& compute) {
+  if (k_tiles > 0) {
+    a_loader.load(k_begin);
+    b_loader.load(k_begin);
+    store_tiles(0);
+  }
+  __syncthreads();
+  for (int64_t t = 0; t < k_tiles; ++t) {
+    const int stage = static_cast<int>(t & 1);
+    const bool has_next = t + 1 < k_tiles;
+    if (has_next) {
+      a_loader.load(k_begin + (t + 1) * BK);
+      b_loader.load(k_begin + (t + 1) * BK);
+    }
+    compute(stage);
+    if (has_next) store_tiles(stage ^ 1);
+    __syncthreads();
+  }
+}
+
+// What the GEMM kernels receive (by value, in constant parameter space).
+template <typename T>
+struct GemmParams {
+  using Acc = typename Scalar<T>::Acc;
+  int64_t m, n, k;
+  TileOperand<T> a, b, a_mask;
+  const T* bias;
+  int64_t bias_stride;
+  bool relu;
+  T* c;
+  int64_t ldc;
+  int64_t tiles_m, tiles_n;
+  int64_t k_per_split;  // block (tile, blockIdx.y) sums k in [y, y + 1) * k_per_split
+  Acc* partials;        // split k: [splits][m][n] raw sums, reduced by splitk_reduce_kernel
+};
+
+// Host side: big tiles when they fill the GPU; else small tiles, and if even those leave
+// SMs idle while k is long, slices of k (at least 4 k tiles each, at most 64 slices).
+template <class Big, class Small, typename Acc>
+GemmPlan plan_tiles(const GemmArgs& args, int sm_count) {
+  auto tiles = [&](int bm, int bn) { return ((args.m + bm - 1) / bm) * ((args.n + bn - 1) / bn); };
+  GemmPlan plan;
+  plan.k_per_split = args.k;
+  if (tiles(Big::BM, Big::BN) >= sm_count) return plan;
+  plan.big_tiles = false;
+  const int64_t small_tiles = tiles(Small::BM, Small::BN);
+  const int64_t k_tiles = (args.k + Small::BK - 1) / Small::BK;
+  constexpr int64_t kMinTilesPerSplit = 4, kMaxSplits = 64;
+  int64_t splits = std::min({(2 * sm_count + small_tiles - 1) / small_tiles,
+                             k_tiles / kMinTilesPerSplit, kMaxSplits});
+  if (splits <= 1) return plan;
+  plan.k_per_split = (k_tiles + splits - 1) / splits * Small::BK;
+  splits = (args.k + plan.k_per_split - 1) / plan.k_per_split;  // no empty slice
+  plan.splits = static_cast<int>(splits);
+  plan.workspace_bytes = static_cast<size_t>(splits * args.m * args.n) * sizeof(Acc);
+  return plan;
+}
+
+template <typename T>
+GemmParams<T> gemm_params(const GemmArgs& args, int block_m, int block_n) {
+  GemmParams<T> p;
+  p.m = args.m;
+  p.n = args.n;
+  p.k = args.k;
+  p.a = tile_operand<T>(args.a);
+  p.b = tile_operand<T>(args.b);
+  p.a_mask = tile_operand<T>(args.a_mask, p.a.along_outer);
+  p.bias = static_cast<const T*>(args.bias);
+  p.bias_stride = args.bias_stride;
+  p.relu = args.relu;
+  p.c = static_cast<T*>(args.c);
+  p.ldc = args.ldc;
+  p.tiles_m = (args.m + block_m - 1) / block_m;
+  p.tiles_n = (args.n + block_n - 1) / block_n;
+  p.k_per_split = args.k;
+  p.partials = nullptr;
+  return p;
+}
+
+// Block -> output tile, in groups of kGroup tile rows walked column by column, so the
+// blocks running together share A and B tiles in L2. blockIdx.y is the k slice.
+template <typename T>
+__device__ __forceinline__ void tile_of_block(const GemmParams<T>& p, int64_t& tile_m,
+                                              int64_t& tile_n) {
+  constexpr int64_t kGroup = 8;
+  const int64_t id = blockIdx.x;
+  const int64_t group_size = kGroup * p.tiles_n;
+  const int64_t first_m = id / group_size * kGroup;
+  const int64_t rows = min(p.tiles_m - first_m, kGroup);
+  tile_m = first_m + id % group_size % rows;
+  tile_n = id % group_size / rows;
+}
+
+// The k range [k_begin, k_begin + k_tiles * BK) of this block's slice (clipped to k by
+// the loaders; slices are whole BK tiles, so a block never reads into the next slice).
+template <typename T, int BK>
+__device__ __forceinline__ void k_range_of_block(const GemmParams<T>& p, int64_t& k_begin,
+                                                 int64_t& k_tiles) {
+  k_begin = int64_t{blockIdx.y} * p.k_per_split;
+  const int64_t k_end = min(p.k, k_begin + p.k_per_split);
+  k_tiles = k_end > k_begin ? (k_end - k_begin + BK - 1) / BK : 0;
+}
+
+// The fused epilogue, applied to each accumulator once, right before its single store.
+template <typename T>
+__device__ __forceinline__ void store_output(const GemmParams<T>& p, int64_t row, int64_t col,
+                                             typename Scalar<T>::Acc v) {
+  if (row >= p.m || col >= p.n) return;
+  if (p.bias != nullptr) v += Scalar<T>::to_acc(p.bias[col * p.bias_stride]);
+  if (p.relu) v = relu_keep_nan(v);
+  p.c[row * p.ldc + col] = Scalar<T>::from_acc(v);
+}
+
+// Where a GEMM kernel's accumulator goes: the output through the epilogue, or (split k)
+// this slice's raw partial sum.
+template <typename T>
+__device__ __forceinline__ void finish(const GemmParams<T>& p, int64_t row, int64_t col,
+                                       typename Scalar<T>::Acc v) {
+  if (p.partials == nullptr) {
+    store_output(p, row, col, v);
+  } else if (row < p.m && col < p.n) {
+    p.partials[(int64_t{blockIdx.y} * p.m + row) * p.n + col] = v;
+  }
+}
+
+// Split k, second pass: C = epilogue(sum of the slices' partials, in slice order).
+template <typename T>
+__global__ void __launch_bounds__(256) splitk_reduce_kernel(const GemmParams<T> p, int splits) {
+  const int64_t size = p.m * p.n;
+  for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < size;
+       i += int64_t{gridDim.x} * blockDim.x) {
+    typename Scalar<T>::Acc v = p.partials[i];
+    for (int s = 1; s < splits; ++s) v += p.partials[s * size + i];
+    store_output(p, i / p.n, i % p.n, v);
+  }
+}
+
+// Host side: launches `kernel` (a GEMM kernel over Tile) as `plan` says, then the split-k
+// reduction if there is one. `workspace` holds plan.workspace_bytes.
+template <typename T, class Tile>
+void launch_gemm_kernel(void (*kernel)(GemmParams<T>), const GemmArgs& args,
+                        const GemmPlan& plan, void* workspace, cudaStream_t stream) {
+  GemmParams<T> p = gemm_params<T>(args, Tile::BM, Tile::BN);
+  const int64_t tiles = p.tiles_m * p.tiles_n;
+  if (tiles >= (int64_t{1} << 31)) {
+    throw std::runtime_error("fusedmlp: output too large for one CUDA launch (" +
+                             std::to_string(p.m) + " x " + std::to_string(p.n) + ")");
+  }
+  p.k_per_split = plan.k_per_split;
+  if (plan.splits > 1) p.partials = static_cast<typename Scalar<T>::Acc*>(workspace);
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(plan.splits));
+  kernel<<<grid, Tile::kThreads, 0, stream>>>(p);
+  if (plan.splits > 1) {
+    const int64_t blocks = std::min<int64_t>((p.m * p.n + 255) / 256, 8192);
+    splitk_reduce_kernel<T><<<static_cast<unsigned>(blocks), 256, 0, stream>>>(p, plan.splits);
+  }
+}
+
+}  // namespace fusedmlp::cuda

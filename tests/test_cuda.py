@@ -1,0 +1,409 @@
+"""The CUDA kernels: values and gradients of every dtype against a float64 reference over
+the CPU suite's shapes and strides, special values, gradcheck, opcheck, torch.compile,
+determinism, autocast, streams and devices. Every test but the build check needs a GPU
+and is skipped (with the reason) without one."""
+import os
+import shutil
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fusedmlp
+from conftest import requires_cuda
+from helpers import (ODD_SHAPES, REDUCED_PRECISION, assert_same_special_values,
+                     check_against_reference, make, reference, strided_cases, tolerances,
+                     well_conditioned)
+
+DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
+# Beyond the CPU suite's shapes: 16-byte loads, multi-chunk grad_b (> 256 rows), split k
+# (few output tiles, long k: most of these, e.g. grad_w of 65536 rows), the big tiles
+# (>= 132 tiles of 128 x 128: 2048 x 1160), and sizes just off the tile multiples.
+CUDA_SHAPES = ODD_SHAPES + [(512, 1024, 384), (1000, 784, 256), (130, 136, 129), (2049, 40, 72),
+                            (2048, 72, 1160), (65536, 128, 128)]
+cuda_required = pytest.mark.usefixtures("cuda_kernels")
+
+
+def shape_id(shape):
+    return "x".join(map(str, shape))
+
+
+@pytest.fixture
+def cuda_kernels():
+    if not fusedmlp.info()["cuda_built"]:
+        pytest.fail("a GPU is visible but this fusedmlp build has no CUDA kernels "
+                    "(torch without CUDA, no toolkit at build time, or FUSEDMLP_CUDA=0)")
+
+
+def _toolkit_found():
+    home = os.environ.get("CUDA_HOME")
+    return bool(home and os.path.exists(os.path.join(home, "bin", "nvcc"))) or \
+        os.path.exists("/usr/local/cuda/bin/nvcc") or shutil.which("nvcc") is not None
+
+
+def test_cuda_kernels_were_compiled():
+    """Runs without a GPU: a CUDA build of torch plus a toolkit must give CUDA kernels."""
+    if torch.version.cuda is None:
+        pytest.skip("torch is a CPU-only build: the CUDA kernels are not compiled")
+    if not _toolkit_found():
+        pytest.skip("no CUDA toolkit (nvcc) found: the CUDA kernels are not compiled")
+    if os.environ.get("FUSEDMLP_CUDA") == "0":
+        pytest.skip("FUSEDMLP_CUDA=0 turns the CUDA kernels off")
+    assert fusedmlp.info()["cuda_built"]
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("shape", CUDA_SHAPES, ids=shape_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_matches_float64_reference(shape, dtype, bias):
+    check_against_reference(fusedmlp.linear_relu, *make(*shape, dtype, bias, device="cuda"))
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("shape", ODD_SHAPES[:6] + [(300, 70, 9), (512, 1024, 384)],
+                         ids=shape_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_linear_without_activation_matches_reference(shape, dtype, bias):
+    x, w, b = make(*shape, dtype, bias, device="cuda")
+    check_against_reference(fusedmlp.linear, x, w, b, relu=False)
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("leading", [(2, 3), (4, 1, 2), ()], ids=["3d", "4d", "1d"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nd_and_1d_input(leading, dtype):
+    x = torch.randn(*leading, 19, dtype=dtype, device="cuda", requires_grad=True)
+    _, w, b = make(1, 19, 7, dtype, device="cuda")
+    assert fusedmlp.linear_relu(x, w, b).shape == (*leading, 7)
+    check_against_reference(fusedmlp.linear_relu, x, w, b)
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("x_shape,w_shape", [
+    ((0, 5), (3, 5)),        # empty batch
+    ((2, 0, 5), (3, 5)),     # empty leading dimension
+    ((4, 0), (3, 0)),        # in_features = 0: y = relu(bias)
+    ((4, 5), (0, 5)),        # out_features = 0
+], ids=["rows0", "lead0", "in0", "out0"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("op", ["linear_relu", "linear"])
+def test_empty_dimensions(x_shape, w_shape, dtype, op):
+    x = torch.randn(*x_shape, dtype=dtype, device="cuda", requires_grad=True)
+    w = torch.randn(*w_shape, dtype=dtype, device="cuda", requires_grad=True)
+    b = torch.randn(w_shape[0], dtype=dtype, device="cuda", requires_grad=True)
+    y = getattr(fusedmlp, op)(x, w, b)
+    y_ref = F.linear(x, w, b)
+    if op == "linear_relu":
+        y_ref = F.relu(y_ref)
+    assert y.shape == y_ref.shape
+    torch.testing.assert_close(y, y_ref)
+    grad_y = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, w, b), grad_y)
+    grads_ref = torch.autograd.grad(y_ref, (x, w, b), grad_y)
+    for g, g_ref in zip(grads, grads_ref):
+        assert g.shape == g_ref.shape
+        torch.testing.assert_close(g, g_ref)
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("case", list(strided_cases(torch.float32)))
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_strided_inputs(case, dtype):
+    x, w, b = (t.requires_grad_() for t in strided_cases(dtype, device="cuda")[case])
+    assert not (x.is_contiguous() and w.is_contiguous() and b.is_contiguous())
+    check_against_reference(fusedmlp.linear_relu, x, w, b)
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_strided_large_operands(dtype):
+    """Transposed and misaligned operands at sizes where every tile is full: the loaders'
+    along-the-outer-dimension and scalar paths under the big tiles."""
+    rows, k, n = 300, 264, 200
+    x = torch.randn(k, rows, dtype=dtype, device="cuda").t().requires_grad_()
+    w = torch.randn(n, k + 1, dtype=dtype, device="cuda")[:, 1:].requires_grad_()
+    b = torch.randn(n, dtype=dtype, device="cuda", requires_grad=True)
+    check_against_reference(fusedmlp.linear_relu, x, w, b)
+
+
+@requires_cuda
+@cuda_required
+def test_non_contiguous_grad_output():
+    x, w, b = make(6, 9, 4, torch.float64, device="cuda")
+    y = fusedmlp.linear_relu(x, w, b)
+    y_ref = F.relu(F.linear(x, w, b))
+    # sum() hands backward an expanded (stride 0) gradient; .t() a transposed one
+    other = torch.randn(4, 6, dtype=y.dtype, device="cuda")
+    for loss_fn in (lambda y: y.sum(), lambda y: (y.t() * other).sum()):
+        grads = torch.autograd.grad(loss_fn(y), (x, w, b), retain_graph=True)
+        grads_ref = torch.autograd.grad(loss_fn(y_ref), (x, w, b), retain_graph=True)
+        for g, g_ref in zip(grads, grads_ref):
+            torch.testing.assert_close(g, g_ref)
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_nan_and_inf_match_eager(dtype):
+    x, w, b = make(8, 12, 10, dtype, requires_grad=False, device="cuda")
+    x[1, 3] = float("nan")        # NaN pre-activation: relu keeps NaN
+    x[2, 0] = float("inf")        # +-Inf pre-activations: relu gives Inf / 0
+    w[4, 5] = float("-inf")
+    b[7] = float("nan")
+    for t in (x, w, b):
+        t.requires_grad_()
+    y = fusedmlp.linear_relu(x, w, b)
+    y_ref = F.relu(F.linear(x, w, b))
+    assert y.isnan().any() and y.isinf().any()
+    assert_same_special_values(y, y_ref)
+    grad_y = torch.randn_like(y)
+    grad_y[0, 0] = float("nan")
+    for g, g_ref in zip(torch.autograd.grad(y, (x, w, b), grad_y),
+                        torch.autograd.grad(y_ref, (x, w, b), grad_y)):
+        assert_same_special_values(g, g_ref)
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_relu_keeps_nan_drops_negative_zero_gradient(dtype):
+    # pre-activations exactly [NaN, -1, 0, 2]: y = [NaN, 0, 0, 2]; grad passes where y > 0
+    # and, as torch's threshold_backward does, where y is NaN.
+    opts = dict(dtype=dtype, device="cuda")
+    x = torch.ones(1, 1, **opts, requires_grad=True)
+    w = torch.tensor([[1.0], [-1.0], [0.0], [2.0]], **opts, requires_grad=True)
+    b = torch.tensor([float("nan"), 0.0, 0.0, 0.0], **opts, requires_grad=True)
+    y = fusedmlp.linear_relu(x, w, b)
+    assert y.isnan().tolist() == [[True, False, False, False]]
+    assert y[0, 1:].tolist() == [0.0, 0.0, 2.0]
+    (gb,) = torch.autograd.grad(y, (b,), torch.ones_like(y))
+    assert gb.tolist() == [1.0, 0.0, 0.0, 1.0]
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("op", ["linear_relu", "linear"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_gradcheck_fp64(op, bias):
+    x, w, b = well_conditioned(4, 6, 5, device="cuda")
+    args = (x, w, b) if bias else (x, w)
+    assert torch.autograd.gradcheck(getattr(fusedmlp, op), args, eps=1e-6, atol=1e-8, rtol=1e-6)
+    x_nd = x.detach().reshape(2, 2, 6).transpose(0, 1).requires_grad_()
+    assert torch.autograd.gradcheck(getattr(fusedmlp, op), (x_nd, w.t().contiguous().t(), b),
+                                    eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("needs", [(False, True, True), (True, False, False),
+                                   (False, False, True), (True, True, False)])
+def test_only_requested_grads_are_computed(needs):
+    x, w, b = make(5, 7, 3, torch.float32, requires_grad=False, device="cuda")
+    y = fusedmlp.linear_relu(x, w, b)
+    grads = torch.ops.fusedmlp.linear_relu_backward(torch.ones_like(y), x, w, y, list(needs))
+    _, grads_ref = reference(x, w, b, torch.ones_like(y))
+    for want, g, g_ref in zip(needs, grads, grads_ref):
+        assert (g is not None) == want
+        if want:
+            torch.testing.assert_close(g, g_ref.float())
+
+
+def opcheck_samples(dtype):
+    def m(*s, rg=False):
+        return torch.randn(*s, dtype=dtype, device="cuda", requires_grad=rg)
+    return [
+        (m(4, 6), m(3, 6), m(3)),
+        (m(4, 6, rg=True), m(3, 6, rg=True), m(3, rg=True)),
+        (m(2, 5, 6, rg=True), m(3, 6, rg=True), None),
+        (m(1, 1, rg=True), m(1, 1, rg=True), None),
+        (m(7, 9).t(), m(5, 7, rg=True), m(5)),
+        (m(0, 6), m(3, 6, rg=True), m(3, rg=True)),
+    ]
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("op", ["linear_relu", "linear"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+def test_opcheck_forward(op, dtype):
+    for args in opcheck_samples(dtype):
+        torch.library.opcheck(getattr(torch.ops.fusedmlp, op).default, args)
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("mask", [[True, True, True], [False, True, True], [True, False, False]])
+def test_opcheck_backward(mask):
+    x, w, b = make(4, 6, 3, torch.float32, requires_grad=False, device="cuda")
+    y = fusedmlp.linear_relu(x, w, b)
+    torch.library.opcheck(torch.ops.fusedmlp.linear_relu_backward.default,
+                          (torch.randn_like(y), x, w, y, mask))
+    torch.library.opcheck(torch.ops.fusedmlp.linear_backward.default,
+                          (torch.randn_like(y), x, w, mask))
+
+
+class MLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = fusedmlp.FusedLinearReLU(32, 16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return fusedmlp.linear(self.fc1(x), self.fc2.weight, self.fc2.bias)
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("backend,dynamic", [("inductor", False), ("aot_eager", True)])
+def test_compile_fullgraph_equals_eager(backend, dynamic):
+    torch._dynamo.reset()
+    model = MLP().cuda()
+    compiled = torch.compile(model, fullgraph=True, backend=backend, dynamic=dynamic)
+    for batch in (8, 5, 13):
+        x = torch.randn(batch, 32, device="cuda", requires_grad=True)
+        out = model(x)
+        grads = torch.autograd.grad(out.square().sum(), [x, *model.parameters()])
+        out_c = compiled(x)
+        grads_c = torch.autograd.grad(out_c.square().sum(), [x, *model.parameters()])
+        torch.testing.assert_close(out_c, out)
+        for g, g_c in zip(grads, grads_c):
+            torch.testing.assert_close(g_c, g)
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", [(3000, 96, 70), (64, 784, 128), (65536, 128, 128)],
+                         ids=shape_id)
+def test_backward_bitwise_deterministic(dtype, shape):
+    """No floating-point atomics: repeated runs give bitwise the same outputs and grads
+    (3000 rows: grad_b sums 12 row chunks; split k in the forward of 64 rows and in grad_w)."""
+    x, w, b = make(*shape, dtype, device="cuda")
+    grad_y = torch.randn(shape[0], shape[2], dtype=dtype, device="cuda")
+    runs = []
+    for _ in range(5):
+        y = fusedmlp.linear_relu(x, w, b)
+        runs.append((y, *torch.autograd.grad(y, (x, w, b), grad_y)))
+    for run in runs[1:]:
+        for first, again in zip(runs[0], run):
+            assert torch.equal(first, again)
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("autocast_dtype", REDUCED_PRECISION, ids=str)
+@pytest.mark.parametrize("op", ["linear_relu", "linear"])
+def test_autocast_runs_in_autocast_dtype_like_f_linear(autocast_dtype, op):
+    x, w, b = make(33, 70, 20, torch.float32, device="cuda")
+    with torch.autocast("cuda", dtype=autocast_dtype):
+        y = getattr(fusedmlp, op)(x, w, b)
+        y_ref = F.linear(x, w, b)
+        if op == "linear_relu":
+            y_ref = F.relu(y_ref)
+    assert y.dtype == y_ref.dtype == autocast_dtype
+    # Same casted inputs, both accumulating in float32: equal up to the final rounding.
+    torch.testing.assert_close(y, y_ref, **tolerances(autocast_dtype, 70))
+    grads = torch.autograd.grad(y.float().sum(), (x, w, b))
+    grads_ref = torch.autograd.grad(y_ref.float().sum(), (x, w, b))
+    for g, g_ref in zip(grads, grads_ref):
+        assert g.dtype == torch.float32  # the grads of the float32 leaves
+        torch.testing.assert_close(g, g_ref, **tolerances(autocast_dtype, 33))
+
+
+@requires_cuda
+@cuda_required
+def test_autocast_leaves_float64_alone():
+    x, w, b = make(5, 7, 3, torch.float64, device="cuda")
+    with torch.autocast("cuda"):
+        assert fusedmlp.linear_relu(x, w, b).dtype == torch.float64
+
+
+@requires_cuda
+@cuda_required
+def test_autocast_under_compile():
+    torch._dynamo.reset()
+    model = MLP().cuda()
+    x = torch.randn(8, 32, device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        eager = model(x)
+        compiled = torch.compile(model, fullgraph=True, backend="aot_eager")(x)
+    assert compiled.dtype == eager.dtype == torch.bfloat16
+    torch.testing.assert_close(compiled, eager)
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.parametrize("op", ["linear_relu", "linear"])
+def test_mixed_devices_get_clear_error(op):
+    x = torch.randn(2, 3, device="cuda")
+    with pytest.raises(RuntimeError,
+                       match=r"expected weight on the same device as x \(cuda:0\), got cpu"):
+        getattr(fusedmlp, op)(x, torch.randn(4, 3))
+    with pytest.raises(RuntimeError,
+                       match=r"expected bias on the same device as x \(cuda:0\), got cpu"):
+        getattr(fusedmlp, op)(x, torch.randn(4, 3, device="cuda"), torch.randn(4))
+    with pytest.raises(RuntimeError,
+                       match=r"expected weight on the same device as x \(cpu\), got cuda:0"):
+        getattr(fusedmlp, op)(torch.randn(2, 3), torch.randn(4, 3, device="cuda"))
+    with torch.no_grad(), pytest.raises(RuntimeError, match=r"same device as x \(cuda:0\)"):
+        getattr(fusedmlp, op)(x, torch.randn(4, 3))
+
+
+@requires_cuda
+@cuda_required
+def test_dtype_mismatch_and_unsupported_dtype_on_cuda():
+    x = torch.randn(2, 3, device="cuda")
+    with pytest.raises(RuntimeError, match=r"expected weight to have the dtype of x \(Float\)"):
+        fusedmlp.linear_relu(x, torch.randn(4, 3, device="cuda", dtype=torch.float16))
+    x8 = torch.ones(2, 3, device="cuda").to(torch.float8_e4m3fn)
+    w8 = torch.ones(4, 3, device="cuda").to(torch.float8_e4m3fn)
+    with pytest.raises(RuntimeError, match=r"CUDA kernels support float32, float64, float16 "
+                                           r"and bfloat16, got x of dtype Float8_e4m3fn"):
+        fusedmlp.linear_relu(x8, w8)
+
+
+@requires_cuda
+@cuda_required
+def test_runs_on_the_current_stream():
+    x, w, b = make(512, 256, 128, torch.float32, requires_grad=False, device="cuda")
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):  # queue work so that a wrong-stream launch would race
+            y = fusedmlp.linear_relu(x, w, b)
+        grads = torch.ops.fusedmlp.linear_relu_backward(torch.ones_like(y), x, w, y,
+                                                        [True, True, True])
+    torch.cuda.current_stream().wait_stream(side)
+    y_ref, grads_ref = reference(x, w, b, torch.ones_like(y), relu_output=y)
+    torch.testing.assert_close(y, y_ref.float(), **tolerances(torch.float32, 256))
+    for g, g_ref, red in zip(grads, grads_ref, (128, 512, 512)):
+        torch.testing.assert_close(g, g_ref.float(), **tolerances(torch.float32, red))
+
+
+@requires_cuda
+@cuda_required
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_second_device_uses_its_own_guard():
+    x, w, b = make(70, 33, 20, torch.float32, device="cuda:1")
+    y = fusedmlp.linear_relu(x, w, b)
+    assert y.device == torch.device("cuda:1")
+    check_against_reference(fusedmlp.linear_relu, x, w, b)
+
+
+@requires_cuda
+@cuda_required
+def test_module_on_cuda_matches_linear_relu():
+    torch.manual_seed(0)
+    linear = nn.Linear(784, 128).cuda()
+    fused = fusedmlp.FusedLinearReLU.from_linear(linear)
+    x = torch.randn(64, 784, device="cuda")
+    torch.testing.assert_close(fused(x), F.relu(linear(x)), **tolerances(torch.float32, 784))
