@@ -295,3 +295,42 @@ def test_fused_graph_module_saves_and_loads(tmp_path):
     x = torch.randn(3, 784)
     torch.testing.assert_close(loaded(x), fused(x))
     assert fused_layer_names(loaded) == ["fc1"]
+
+
+class ReluSlotCalledOnItsOwn(nn.Module):
+    """``seq[1]`` also runs on its own: replacing that slot by nn.Identity would be wrong,
+    so the pair is fused in a rewritten graph instead."""
+
+    def __init__(self):
+        super().__init__()
+        self.seq = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+
+    def forward(self, x):
+        return self.seq(x) + self.seq[1](-x)
+
+
+def test_relu_slot_called_on_its_own_still_runs():
+    model = ReluSlotCalledOnItsOwn()
+    fused = fusedmlp.fuse(model)
+    assert isinstance(fused, fx.GraphModule) and fused_layer_names(fused) == ["seq.0"]
+    assert type(fused.get_submodule("seq.1")) is nn.ReLU
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+class UntraceableWithSharedLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        shared = nn.Linear(8, 8)
+        self.seq = nn.Sequential(shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(8, 8), nn.ReLU())
+
+    def forward(self, x):
+        return self.seq(x) if x.sum() > 0 else -x
+
+
+def test_untraceable_model_leaves_a_shared_linear_alone():
+    model = UntraceableWithSharedLinear()
+    with pytest.warns(UserWarning, match="left unfused: seq.0$"):
+        fused = fusedmlp.fuse(model)
+    assert fused_layer_names(fused) == ["seq.4"]
+    assert fused.fuse_report.skipped == {"seq.0": "it is registered more than once in the model"}
+    assert_same_function(model, fused, torch.randn(5, 8).abs())
