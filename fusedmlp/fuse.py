@@ -96,20 +96,33 @@ class _Tracer(fx.Tracer):
         return (isinstance(module, (FusedLinearReLU, FusedLinear))
                 or super().is_leaf_module(module, qualified_name))
 
+    # A graph does not record `with torch.no_grad():` or autocast blocks inside forward, so
+    # a GraphModule would compute gradients (or dtypes) the model does not: refuse to trace.
+    def create_node(self, *args, **kwargs) -> fx.Node:
+        if not torch.is_grad_enabled() or any(torch.is_autocast_enabled(device)
+                                              for device in ("cpu", "cuda")):
+            raise RuntimeError("forward switches off autograd or switches on autocast "
+                               "(torch.no_grad(), torch.autocast(), ...), which a traced "
+                               "graph would not record")
+        return super().create_node(*args, **kwargs)
+
 
 def _trace(model: nn.Module) -> fx.GraphModule:
-    """The fx graph of ``model.forward``. Raises if fx cannot trace it, or if the graph
-    depends on train/eval mode (``if self.training:``, ``F.dropout(training=self.training)``):
-    a GraphModule would freeze that branch, so such a model must keep its own forward."""
-    graph = _Tracer().trace(model)
+    """The fx graph of ``model.forward``. Raises if fx cannot trace it, if forward changes
+    grad mode or autocast, or if the graph depends on train/eval mode (``if self.training:``,
+    ``F.dropout(training=self.training)``): a GraphModule would lose those, so such a model
+    must keep its own forward."""
     modes = {module: module.training for module in model.modules()}
-    try:
-        for module, training in modes.items():
-            module.training = not training
-        graph_other_mode = _Tracer().trace(model)
-    finally:
-        for module, training in modes.items():
-            module.training = training
+    with torch.enable_grad(), torch.autocast("cpu", enabled=False), \
+            torch.autocast("cuda", enabled=False):  # the state _Tracer checks forward keeps
+        graph = _Tracer().trace(model)
+        try:
+            for module, training in modes.items():
+                module.training = not training
+            graph_other_mode = _Tracer().trace(model)
+        finally:
+            for module, training in modes.items():
+                module.training = training
     if graph.python_code("self").src != graph_other_mode.python_code("self").src:
         raise RuntimeError("its graph differs between train and eval mode, and a traced "
                            "graph would freeze one of them")

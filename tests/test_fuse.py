@@ -334,3 +334,32 @@ def test_untraceable_model_leaves_a_shared_linear_alone():
     assert fused_layer_names(fused) == ["seq.4"]
     assert fused.fuse_report.skipped == {"seq.0": "it is registered more than once in the model"}
     assert_same_function(model, fused, torch.randn(5, 8).abs())
+
+
+class FrozenBranch(nn.Module):
+    """fx would drop the ``torch.no_grad()`` block, and gradients would reach ``frozen``."""
+
+    def __init__(self):
+        super().__init__()
+        self.frozen = nn.Linear(8, 4)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        with torch.no_grad():
+            target = self.frozen(x)
+        return torch.relu(self.fc(x)) - target
+
+
+def test_forward_with_no_grad_block_keeps_its_own_forward():
+    model = FrozenBranch()
+    with pytest.warns(UserWarning, match=r"switches off autograd .*left unfused: frozen, fc"):
+        fused = fusedmlp.fuse(model)
+    assert type(fused) is FrozenBranch
+    fused(torch.randn(3, 8)).sum().backward()
+    assert fused.frozen.weight.grad is None and fused.fc.weight.grad is not None
+
+
+def test_fuse_under_no_grad_still_traces():
+    with torch.no_grad():
+        fused = fusedmlp.fuse(ClassicNet())
+    assert isinstance(fused, fx.GraphModule) and fused_layer_names(fused) == ["fc1"]
