@@ -7,9 +7,10 @@ Two ways to find the pairs:
   If every pair sits in an ``nn.Sequential`` (Linear at slot i, ReLU at slot i + 1) the
   Sequential is rewritten in place and the model keeps its class; otherwise the traced
   graph is rewritten and a ``torch.fx.GraphModule`` is returned.
-* When fx cannot trace ``forward`` (data-dependent control flow, ...), only adjacent
-  ``nn.Linear``, ``nn.ReLU`` slots of ``nn.Sequential`` containers are fused, with a warning
-  naming the Linear layers left as they were.
+* When fx cannot trace ``forward`` (data-dependent control flow, ...), or its graph would
+  lose part of what ``forward`` does (``torch.no_grad()``, autocast, ``self.training``
+  branches), only adjacent ``nn.Linear``, ``nn.ReLU`` slots of ``nn.Sequential``
+  containers are fused, with a warning naming the Linear layers left as they were.
 
 Replacing the Linear at its own path with ``FusedLinearReLU.from_linear`` keeps parameter
 names (``state_dict`` keys) and Parameter objects; a fused-away ``nn.ReLU`` slot becomes
@@ -65,7 +66,7 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
     ``torch.relu(self.fc(x))``) is fused by rewriting the torch.fx graph, so the result is
     then a ``torch.fx.GraphModule``: it has the model's submodules and parameters (same
     names) but not its other methods or attributes, and Python control flow is fixed as
-    traced. A Linear that is called more than once, or whose output is also used other
+    traced (a forward that fx cannot trace faithfully keeps its own, with a warning). A Linear that is called more than once, or whose output is also used other
     than by the ReLU, is left alone. What was fused and what was left is logged (logger
     ``"fusedmlp"``) and returned as ``result.fuse_report`` (a :class:`FuseReport`).
     """
