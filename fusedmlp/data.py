@@ -43,6 +43,7 @@ class IDXError(ValueError):
 
 def read_idx(path: str) -> np.ndarray:
     """The array stored in the IDX file ``path`` (gzip-compressed if it ends in ``.gz``)."""
+    path = os.fspath(path)
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as file:

@@ -34,8 +34,8 @@ def write_idx(path, array, type_code=0x08):
     (0x0D, np.array([1.5, -2.25, 1e30], dtype=np.float32)),
 ])
 def test_read_idx_round_trip(tmp_path, name, type_code, values):
-    path = write_idx(str(tmp_path / name), values, type_code)
-    array = data.read_idx(path)
+    path = write_idx(tmp_path / name, values, type_code)
+    array = data.read_idx(path)  # a pathlib.Path; str paths are read in the other tests
     assert array.shape == values.shape and array.dtype.isnative
     np.testing.assert_array_equal(array, values)
 
