@@ -48,12 +48,13 @@ class EpochStats:
 
 @dataclass
 class Run:
-    """One model being trained, with its optimizer and its per-epoch results."""
+    """One model being trained, with its optimizer and its results."""
 
     label: str
     model: nn.Module
     optimizer: torch.optim.Optimizer
     epochs: List[EpochStats] = field(default_factory=list)
+    step_seconds: List[float] = field(default_factory=list)  # every timed training step
 
 
 def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -68,13 +69,14 @@ def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Te
 def train_epoch(runs: List[Run], images: torch.Tensor, labels: torch.Tensor, batch_size: int,
                 shuffle: torch.Generator, progress: Optional[tqdm] = None) -> List[Tuple[float, float]]:
     """One pass over the training set in one shuffled order, shared by all runs; returns
-    (mean loss, seconds) per run. The runs take turns batch by batch and each step is timed
-    on its own, so a slow spell of a busy machine hits every run alike."""
+    (mean loss, seconds) per run and adds each step's time to ``run.step_seconds``. The runs
+    take turns batch by batch and each step is timed on its own, so a slow spell of a busy
+    machine hits every run alike."""
     for run in runs:
         run.model.train()
     order = torch.randperm(len(labels), generator=shuffle).to(labels.device)
     loss_sums = [torch.zeros((), device=labels.device) for _ in runs]
-    seconds = [0.0 for _ in runs]
+    first_step = [len(run.step_seconds) for run in runs]
     for batch in order.split(batch_size):
         batch_images, batch_labels = images[batch], labels[batch]
         for i, run in enumerate(runs):
@@ -82,10 +84,11 @@ def train_epoch(runs: List[Run], images: torch.Tensor, labels: torch.Tensor, bat
             start = time.perf_counter()
             loss_sums[i] += train_step(run, batch_images, batch_labels) * len(batch)
             _synchronize(images.device)
-            seconds[i] += time.perf_counter() - start
+            run.step_seconds.append(time.perf_counter() - start)
         if progress is not None:
             progress.update()
-    return [(loss_sum.item() / len(labels), s) for loss_sum, s in zip(loss_sums, seconds)]
+    return [(loss_sum.item() / len(labels), sum(run.step_seconds[first:]))
+            for loss_sum, run, first in zip(loss_sums, runs, first_step)]
 
 
 @torch.no_grad()
@@ -214,14 +217,14 @@ def summary(runs: List[Run]) -> str:
     plain = by_label["nn.Linear"]
     loss_difference = max(abs(f.loss - p.loss) / abs(p.loss)
                           for f, p in zip(fused.epochs, plain.epochs))
-    # Medians, so that one epoch slowed down by something else on the machine does not
-    # decide the result.
-    speedup = (statistics.median(s.seconds for s in plain.epochs)
-               / statistics.median(s.seconds for s in fused.epochs))
+    # Median step times: steps slowed down by something else on the machine do not decide
+    # the result (on a busy machine the totals can be many times the quiet-machine time).
+    speedup = statistics.median(plain.step_seconds) / statistics.median(fused.step_seconds)
     return "\n".join([
         f"training time: nn.Linear {sum(s.seconds for s in plain.epochs):.2f} s, "
-        f"fused {sum(s.seconds for s in fused.epochs):.2f} s "
-        f"(speedup = ratio of the median epoch times)",
+        f"fused {sum(s.seconds for s in fused.epochs):.2f} s; median training step: "
+        f"nn.Linear {statistics.median(plain.step_seconds) * 1e3:.3f} ms, "
+        f"fused {statistics.median(fused.step_seconds) * 1e3:.3f} ms",
         f"largest relative difference of the epoch losses, fused vs nn.Linear: {loss_difference:.1e}",
         f"test accuracy: fused {fused.epochs[-1].accuracy:.1f}% | "
         f"nn.Linear {plain.epochs[-1].accuracy:.1f}% | speedup {speedup:.1f}x",

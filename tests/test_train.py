@@ -197,3 +197,17 @@ def test_bad_arguments_are_named(argv, match, capsys):
         train.parse_args(argv)
     assert exit_info.value.code == 2
     assert match in capsys.readouterr().err
+
+
+def test_summary_speedup_is_the_ratio_of_median_step_times():
+    def run(label, step_seconds, loss):
+        result = train.Run(label, torch.nn.Identity(), None)
+        result.step_seconds = step_seconds
+        result.epochs = [train.EpochStats(loss, sum(step_seconds), 91.3)]
+        return result
+    # one step of each slowed down 100x by something else on the machine
+    plain = run("nn.Linear", [0.002, 0.002, 0.2, 0.002, 0.002], loss=0.5)
+    fused = run("fused", [0.2, 0.001, 0.001, 0.001, 0.001], loss=0.5 * (1 + 3e-6))
+    lines = train.summary([plain, fused]).splitlines()
+    assert lines[-1] == "test accuracy: fused 91.3% | nn.Linear 91.3% | speedup 2.0x"
+    assert lines[-2].endswith("fused vs nn.Linear: 3.0e-06")
