@@ -83,7 +83,8 @@ def load_mnist(data_dir: str) -> Digits:
                            f"got {array.dtype} {array.shape}")
         arrays[key] = (path, torch.from_numpy(array))
     for split in ("train", "test"):
-        (images_path, images), (labels_path, labels) = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        images_path, images = arrays[f"{split}_images"]
+        labels_path, labels = arrays[f"{split}_labels"]
         if len(images) != len(labels):
             raise IDXError(f"{images_path} has {len(images)} images but {labels_path} has "
                            f"{len(labels)} labels")

@@ -66,8 +66,9 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
     ``torch.relu(self.fc(x))``) is fused by rewriting the torch.fx graph, so the result is
     then a ``torch.fx.GraphModule``: it has the model's submodules and parameters (same
     names) but not its other methods or attributes, and Python control flow is fixed as
-    traced (a forward that fx cannot trace faithfully keeps its own, with a warning). A Linear that is called more than once, or whose output is also used other
-    than by the ReLU, is left alone. What was fused and what was left is logged (logger
+    traced (a forward that fx cannot trace faithfully keeps its own, with a warning). A
+    Linear that is called more than once, or whose output is also used other than by the
+    ReLU, is left alone. What was fused and what was left is logged (logger
     ``"fusedmlp"``) and returned as ``result.fuse_report`` (a :class:`FuseReport`).
     """
     if not isinstance(model, nn.Module):
@@ -209,7 +210,8 @@ def _has_hooks(module: nn.Module) -> bool:
 
 
 def _sequential_slot(model: nn.Module, graph_module: fx.GraphModule, calls: Counter,
-                     linear_node: fx.Node, relu_node: fx.Node) -> Optional[Tuple[nn.Sequential, int]]:
+                     linear_node: fx.Node,
+                     relu_node: fx.Node) -> Optional[Tuple[nn.Sequential, int]]:
     """(sequential, i) when the pair is ``sequential[i]``, ``sequential[i + 1]`` of a plain
     nn.Sequential in ``model`` and that ReLU is called only there, so the two slots can be
     replaced without a new forward; else None."""
@@ -271,7 +273,8 @@ def _fuse_sequentials_untraced(model: nn.Module) -> FuseReport:
         if id(module) in fused_linears:
             report.fused.append(name)
         else:
-            report.skipped[name] = reasons.get(id(module), "not followed by nn.ReLU in an nn.Sequential")
+            report.skipped[name] = reasons.get(id(module),
+                                               "not followed by nn.ReLU in an nn.Sequential")
     for sequential, index in fusable_slots:
         _fuse_sequential_slot(sequential, index)
     return report

@@ -67,7 +67,8 @@ def train_step(run: Run, images: torch.Tensor, labels: torch.Tensor) -> torch.Te
 
 
 def train_epoch(runs: List[Run], images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                shuffle: torch.Generator, progress: Optional[tqdm] = None) -> List[Tuple[float, float]]:
+                shuffle: torch.Generator,
+                progress: Optional[tqdm] = None) -> List[Tuple[float, float]]:
     """One pass over the training set in one shuffled order, shared by all runs; returns
     (mean loss, seconds) per run and adds each step's time to ``run.step_seconds``. The runs
     take turns batch by batch and each step is timed on its own, so a slow spell of a busy
@@ -103,7 +104,8 @@ def warm_up(runs: List[Run], images: torch.Tensor, labels: torch.Tensor, batch_s
     copies = []
     for run in runs:
         model = copy.deepcopy(run.model)
-        copies.append(Run(run.label, model, type(run.optimizer)(model.parameters(), **run.optimizer.defaults)))
+        optimizer = type(run.optimizer)(model.parameters(), **run.optimizer.defaults)
+        copies.append(Run(run.label, model, optimizer))
     for step in range(WARM_UP_STEPS):
         batch = slice(step * batch_size, (step + 1) * batch_size)
         for run in copies:
@@ -141,7 +143,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--lr", type=_positive(float), default=0.01)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--seed", type=int, default=0,
-                        help="initial weights and shuffling (the digits' train/test split is fixed)")
+                        help="initial weights and shuffling (the digits' split is fixed)")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of both loss curves and "
                                                        "the per-epoch training time")
     parser.add_argument("--fused-only", action="store_true",
@@ -192,9 +194,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     with tqdm(total=args.epochs * batches, unit="batch", leave=False, disable=None) as progress:
         for epoch in range(1, args.epochs + 1):
             progress.set_description(f"epoch {epoch}/{args.epochs}")
-            results = train_epoch(runs, train_images, train_labels, args.batch_size, shuffle, progress)
+            results = train_epoch(runs, train_images, train_labels, args.batch_size, shuffle,
+                                  progress)
             for run, (loss, seconds) in zip(runs, results):
-                run.epochs.append(EpochStats(loss, seconds, accuracy(run.model, test_images, test_labels)))
+                test_accuracy = accuracy(run.model, test_images, test_labels)
+                run.epochs.append(EpochStats(loss, seconds, test_accuracy))
             stats = [run.epochs[-1] for run in runs]
             progress.write(" | ".join([f"{epoch:>5}", *(f"{s.loss:>14.6f}" for s in stats),
                                        *(f"{s.seconds:>12.3f} s" for s in stats),
@@ -225,7 +229,8 @@ def summary(runs: List[Run]) -> str:
         f"fused {sum(s.seconds for s in fused.epochs):.2f} s; median training step: "
         f"nn.Linear {statistics.median(plain.step_seconds) * 1e3:.3f} ms, "
         f"fused {statistics.median(fused.step_seconds) * 1e3:.3f} ms",
-        f"largest relative difference of the epoch losses, fused vs nn.Linear: {loss_difference:.1e}",
+        f"largest relative difference of the epoch losses, fused vs nn.Linear: "
+        f"{loss_difference:.1e}",
         f"test accuracy: fused {fused.epochs[-1].accuracy:.1f}% | "
         f"nn.Linear {plain.epochs[-1].accuracy:.1f}% | speedup {speedup:.1f}x",
     ])

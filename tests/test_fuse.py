@@ -26,7 +26,8 @@ def assert_same_function(original, fused, *inputs):
     def outputs_and_grads(model):
         xs = [x.clone().requires_grad_() for x in inputs]
         out = model(*xs)
-        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+        weights = torch.randn(out.shape, dtype=out.dtype,
+                              generator=torch.Generator().manual_seed(1))
         params = dict(model.named_parameters())
         grads = torch.autograd.grad((out * weights).sum(), [*xs, *params.values()])
         return out, dict(zip([f"input{i}" for i in range(len(xs))] + list(params), grads))

@@ -178,7 +178,8 @@ def test_optimizers_follow_the_plain_model(make_optimizer):
     optimizers = [make_optimizer(mlp.parameters()), make_optimizer(plain.parameters())]
     for _ in range(5):
         x, target = torch.randn(8, 20), torch.randint(0, 4, (8,))
-        loss, loss_plain = (_step(opt, model, x, target) for opt, model in zip(optimizers, (mlp, plain)))
+        loss, loss_plain = (_step(optimizer, model, x, target)
+                            for optimizer, model in zip(optimizers, (mlp, plain)))
         assert loss.item() == pytest.approx(loss_plain.item(), rel=1e-5)
     for p, q in pairs(mlp.parameters(), plain.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)

@@ -12,7 +12,8 @@ import torch
 
 from fusedmlp import data, train
 
-FINAL_LINE = re.compile(r"^test accuracy: fused (\d+\.\d)% \| nn\.Linear (\d+\.\d)% \| speedup (\d+\.\d)x$")
+FINAL_LINE = re.compile(
+    r"^test accuracy: fused (\d+\.\d)% \| nn\.Linear (\d+\.\d)% \| speedup (\d+\.\d)x$")
 
 
 def write_idx(path, array, type_code=0x08):
@@ -113,7 +114,8 @@ def test_load_mnist_checks_shapes_labels_and_counts(tmp_path):
     with pytest.raises(data.IDXError, match="has 80 images but .*train-labels-idx1-ubyte has 70 labels"):
         data.load_mnist(str(tmp_path))
     write_idx(str(tmp_path / "t10k-images-idx3-ubyte"), np.zeros((30, 8, 8), dtype=np.uint8))
-    with pytest.raises(data.IDXError, match=r"t10k-images-idx3-ubyte: expected uint8 images of shape \(N, 28, 28\)"):
+    with pytest.raises(data.IDXError,
+                       match=r"t10k-images-idx3-ubyte: expected uint8 images of shape \(N, 28, 28\)"):
         data.load_mnist(str(tmp_path))
 
 
@@ -159,8 +161,8 @@ def test_default_run_reaches_90_percent_and_losses_agree(capsys):
 
 def test_command_smoke_run_with_plot(tmp_path):
     plot = tmp_path / "curves.png"
-    result = subprocess.run([sys.executable, "-m", "fusedmlp.train", "--epochs", "1", "--plot", str(plot)],
-                            capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "fusedmlp.train", "--epochs", "1", "--plot", str(plot)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert FINAL_LINE.match(lines[-1]), lines[-1]
