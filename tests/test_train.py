@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import fusedmlp
 from fusedmlp import data, train
 
 FINAL_LINE = re.compile(
@@ -134,7 +135,8 @@ def test_fused_and_plain_training_losses_match():
     images, labels = digits.train_images[:640], digits.train_labels[:640]
     torch.manual_seed(0)
     plain = train.ClassicNet()
-    fused = train.fuse(plain)
+    fused = fusedmlp.fuse(plain)
+    assert isinstance(fused.fc1, fusedmlp.FusedLinearReLU)  # really two different models
     runs = [train.Run(label, model, torch.optim.SGD(model.parameters(), lr=0.01))
             for label, model in (("nn.Linear", plain), ("fused", fused))]
     shuffle = torch.Generator().manual_seed(0)
@@ -149,6 +151,7 @@ def test_fused_and_plain_training_losses_match():
 def test_default_run_reaches_90_percent_and_losses_agree(capsys):
     assert train.main([]) == 0
     out = capsys.readouterr().out
+    assert "fusedmlp.fuse: fused 1 Linear->ReLU pair(s): fc1" in out
     rows = [line.split("|") for line in out.splitlines() if re.match(r"^\s+\d+ \|", line)]
     assert [int(row[0]) for row in rows] == list(range(1, 11))
     for row in rows:
