@@ -10,13 +10,14 @@ export MAX_JOBS ?= 2
 
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup build test demo bench info fuzz sanitize clean
+.PHONY: setup build test demo train bench info fuzz sanitize clean
 
 setup: $(VENV)/.built
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)" numpy pytest expecttest hypothesis ninja "setuptools>=64" wheel
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" numpy pytest expecttest hypothesis ninja "setuptools>=64" wheel \
+		scikit-learn tqdm matplotlib
 	touch $@
 
 # The extension is compiled against the torch in the venv (hence --no-build-isolation).
@@ -35,10 +36,17 @@ info: $(VENV)/.built
 bench: $(VENV)/.built
 	$(PY) benchmarks/bench.py
 
-# The main job: set everything up, show what was built, benchmark against eager PyTorch.
+# The main job: set everything up, show what was built, train the classic MNIST MLP with
+# nn.Linear and with fusedmlp (scikit-learn's bundled digits, no download), then a short
+# benchmark against eager PyTorch.
 demo: $(VENV)/.built
 	$(PY) -m fusedmlp.info
+	$(PY) -m fusedmlp.train
 	$(PY) benchmarks/bench.py --min-run-time 0.3
+
+# e.g. make train TRAIN_ARGS="--epochs 20 --plot loss.png"
+train: $(VENV)/.built
+	$(PY) -m fusedmlp.train $(TRAIN_ARGS)
 
 # Many more hypothesis examples than the CI run.
 fuzz: $(VENV)/.built
@@ -50,7 +58,7 @@ fuzz: $(VENV)/.built
 # the RSS test is left out (ASan's quarantine keeps freed memory by design).
 ASAN_LIB := build/asan/lib
 sanitize: $(VENV)/.deps
-	FUSEDMLP_SANITIZE=1 $(PY) setup.py build --build-base build/asan --build-lib $(ASAN_LIB)
+	FUSEDMLP_SANITIZE=1 FUSEDMLP_CUDA=0 $(PY) setup.py build --build-base build/asan --build-lib $(ASAN_LIB)
 	cp -r tests $(ASAN_LIB)/
 	cd $(ASAN_LIB) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \

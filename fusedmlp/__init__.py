@@ -2,8 +2,10 @@
 CPU (and CUDA) kernels."""
 __version__ = "0.1.0"
 
-from .info import info, set_cpu_isa
-from .nn import FusedLinearReLU
+from .fuse import FuseReport, fuse
+from ._info import info, set_cpu_isa
+from .nn import FusedLinear, FusedLinearReLU, FusedMLP
 from .ops import LinearReLUFunction, linear, linear_relu
 
-__all__ = ["linear_relu", "linear", "LinearReLUFunction", "FusedLinearReLU", "info", "set_cpu_isa"]
+__all__ = ["linear_relu", "linear", "LinearReLUFunction", "FusedLinearReLU", "FusedLinear",
+           "FusedMLP", "fuse", "FuseReport", "info", "set_cpu_isa"]

@@ -1,35 +1,5 @@
-"""Build and run-time facts: ``fusedmlp.info()`` or ``python -m fusedmlp.info``."""
-import torch
-
-from . import _C
-
-__all__ = ["info", "set_cpu_isa"]
-
-
-def info() -> dict:
-    """The CPU kernel ISA in use, threads, and whether CUDA kernels were built."""
-    from . import __version__
-    return {
-        "fusedmlp": __version__,
-        "torch": torch.__version__,
-        "cpu_isa": _C.cpu_isa(),
-        "best_cpu_isa": _C.best_cpu_isa(),
-        "num_threads": torch.get_num_threads(),
-        "cuda_built": _C.cuda_built(),
-        "cuda_available": torch.cuda.is_available(),
-    }
-
-
-def set_cpu_isa(name: str) -> None:
-    """Use the 'generic', 'avx2' or 'avx512' CPU micro-kernels (ValueError if this CPU
-    cannot run them). The default is the best one; FUSEDMLP_CPU_ISA sets it at start-up."""
-    _C.set_cpu_isa(name)
-
-
-def main() -> None:
-    for key, value in info().items():
-        print(f"{key:>14}: {value}")
-
+"""``python -m fusedmlp.info``: print the build and run-time facts of fusedmlp.info()."""
+from fusedmlp._info import main
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,366 @@
+"""fusedmlp.fuse: which Linear -> ReLU pairs it replaces, and that the fused model computes
+the same outputs and gradients as the original."""
+import copy
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+import fusedmlp
+from fusedmlp import FusedLinearReLU
+
+
+def fused_layer_names(model):
+    return sorted(name for name, m in model.named_modules() if isinstance(m, FusedLinearReLU))
+
+
+def linear_names(model):
+    return sorted(name for name, m in model.named_modules() if type(m) is nn.Linear)
+
+
+def assert_same_function(original, fused, *inputs):
+    """Same outputs, and the same gradients for the inputs and for every parameter (by
+    name), within float32 rounding."""
+    def outputs_and_grads(model):
+        xs = [x.clone().requires_grad_() for x in inputs]
+        out = model(*xs)
+        weights = torch.randn(out.shape, dtype=out.dtype,
+                              generator=torch.Generator().manual_seed(1))
+        params = dict(model.named_parameters())
+        grads = torch.autograd.grad((out * weights).sum(), [*xs, *params.values()])
+        return out, dict(zip([f"input{i}" for i in range(len(xs))] + list(params), grads))
+
+    out, grads = outputs_and_grads(original)
+    out_fused, grads_fused = outputs_and_grads(fused)
+    torch.testing.assert_close(out_fused, out)
+    assert grads_fused.keys() == grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads_fused[name], grad, msg=lambda m: f"grad of {name}: {m}")
+
+
+def nested_sequential(dtype=torch.float32):
+    return nn.Sequential(
+        nn.Linear(12, 16), nn.ReLU(),
+        nn.Sequential(nn.Linear(16, 16), nn.ReLU(inplace=True),
+                      nn.Sequential(nn.Linear(16, 8), nn.ReLU()), nn.Dropout(0.0)),
+        nn.Linear(8, 3),
+    ).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nested_sequential_fused_in_place_of_its_slots(dtype):
+    model = nested_sequential(dtype)
+    before = copy.deepcopy(model.state_dict())
+    fused = fusedmlp.fuse(model)
+
+    assert type(fused) is nn.Sequential  # no new forward needed: the class is kept
+    assert fused_layer_names(fused) == ["0", "2.0", "2.2.0"]
+    assert linear_names(fused) == ["3"]
+    assert [type(m) for m in (fused[1], fused[2][1], fused[2][2][1])] == [nn.Identity] * 3
+    assert fused.fuse_report.fused == ["0", "2.0", "2.2.0"] and fused.fuse_report.traced
+    assert list(fused.state_dict()) == list(before)  # parameter names do not move
+    assert_same_function(model, fused, torch.randn(5, 12, dtype=dtype))
+
+    # inplace=False: the input model is untouched and shares nothing with the result
+    assert fused_layer_names(model) == [] and type(model[1]) is nn.ReLU
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key])
+    assert not {id(p) for p in model.parameters()} & {id(p) for p in fused.parameters()}
+
+
+def test_inplace_rewrites_the_model_itself_and_keeps_its_parameters():
+    model = nested_sequential()
+    params = list(model.parameters())
+    fused = fusedmlp.fuse(model, inplace=True)
+    assert fused is model
+    assert fused_layer_names(model) == ["0", "2.0", "2.2.0"]
+    assert all(p is q for p, q in zip(fused.parameters(), params))  # optimizers keep working
+
+
+class ClassicNet(nn.Module):
+    """The classic MNIST MLP, with the ReLU written in the different ways fuse() handles."""
+
+    def __init__(self, relu_style="torch.relu"):
+        super().__init__()
+        self.fc1 = nn.Linear(784, 128)
+        self.fc2 = nn.Linear(128, 10)
+        self.relu_style = relu_style
+        if relu_style == "nn.ReLU":
+            self.act = nn.ReLU()
+
+    def forward(self, x):
+        x = torch.flatten(x, 1)
+        h = self.fc1(x)
+        if self.relu_style == "torch.relu":
+            x = torch.relu(h)
+        elif self.relu_style == "F.relu":
+            x = F.relu(h)
+        elif self.relu_style == "F.relu(inplace=True)":
+            x = F.relu(h, inplace=True)
+        elif self.relu_style == "x.relu()":
+            x = h.relu()
+        elif self.relu_style == "x.relu_()":
+            x = h.relu_()
+        elif self.relu_style == "torch.relu_":
+            x = torch.relu_(h)
+        elif self.relu_style == "nn.ReLU":
+            x = self.act(h)
+        return self.fc2(x)
+
+
+@pytest.mark.parametrize("relu_style", ["torch.relu", "F.relu", "F.relu(inplace=True)", "x.relu()",
+                                        "x.relu_()", "torch.relu_", "nn.ReLU"])
+def test_classic_net_fused_through_fx(relu_style):
+    model = ClassicNet(relu_style)
+    fused = fusedmlp.fuse(model)
+    assert isinstance(fused, fx.GraphModule)
+    assert fused_layer_names(fused) == ["fc1"] and linear_names(fused) == ["fc2"]
+    assert fused.fuse_report.fused == ["fc1"] and fused.fuse_report.skipped == {}
+    assert "relu" not in fused.code  # the ReLU call is gone from the graph
+    assert not any(isinstance(m, nn.ReLU) for m in fused.modules())
+    assert list(fused.state_dict()) == list(model.state_dict())
+    assert_same_function(model, fused, torch.randn(6, 1, 28, 28))
+    assert type(model.fc1) is nn.Linear  # the original still runs nn.Linear
+
+
+def test_fuse_report_is_logged(caplog):
+    with caplog.at_level(logging.INFO, logger="fusedmlp"):
+        fusedmlp.fuse(ClassicNet())
+    assert "fused 1 Linear->ReLU pair(s): fc1" in caplog.text
+
+
+class SharedLinear(nn.Module):
+    """``fc`` runs twice, each time followed by a ReLU: fusing it would change both."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.fc(x))
+        h = self.fc(h) + x
+        return torch.relu(self.head(h))
+
+
+class SharedInSequential(nn.Module):
+    def __init__(self):
+        super().__init__()
+        shared = nn.Linear(8, 8)
+        self.seq = nn.Sequential(shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(8, 8), nn.ReLU())
+
+    def forward(self, x):
+        return self.seq(x)
+
+
+@pytest.mark.parametrize("model_class,fused_names,left", [
+    (SharedLinear, ["head"], "fc"),
+    (SharedInSequential, ["seq.4"], "seq.0"),
+])
+def test_linear_called_twice_is_left_alone(model_class, fused_names, left):
+    model = model_class()
+    fused = fusedmlp.fuse(model)
+    assert fused_layer_names(fused) == fused_names
+    assert type(fused.get_submodule(left)) is nn.Linear
+    assert fused.fuse_report.skipped == {left: "it is called more than once"}
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+class OutputUsedElsewhere(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        return self.fc2(torch.relu(h)) + h.mean(dim=-1, keepdim=True)
+
+
+class ReluInPlaceThenPreActivationUsed(nn.Module):
+    """After ``F.relu(h, inplace=True)`` the name ``h`` holds the ReLU output, and the
+    graph shows the Linear's output feeding both the ReLU and fc2."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.fc1(x)
+        F.relu(h, inplace=True)
+        return self.fc2(h)
+
+
+@pytest.mark.parametrize("model_class", [OutputUsedElsewhere, ReluInPlaceThenPreActivationUsed])
+def test_linear_whose_output_is_used_elsewhere_is_left_alone(model_class):
+    model = model_class()
+    fused = fusedmlp.fuse(model)
+    assert fused_layer_names(fused) == []
+    assert linear_names(fused) == ["fc1", "fc2"]
+    assert fused.fuse_report.skipped == {"fc1": "its output is also used other than by the ReLU"}
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+class DataDependent(nn.Module):
+    """fx cannot trace the ``if`` on a tensor value."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(8, 16), nn.ReLU(),
+                                  nn.Sequential(nn.Linear(16, 16), nn.ReLU()), nn.Linear(16, 8))
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x):
+        h = self.body(x)
+        if x.sum() > 0:
+            h = -h
+        return torch.relu(self.head(h))
+
+
+def test_untraceable_model_gets_its_sequential_pairs_fused_with_a_warning():
+    model = DataDependent()
+    with pytest.warns(UserWarning, match="could not trace DataDependent.forward") as record:
+        fused = fusedmlp.fuse(model)
+    message = str(record[0].message)
+    assert "left unfused: body.3, head" in message and "(body.0, body.2.0)" in message
+    assert type(fused) is DataDependent
+    assert fused_layer_names(fused) == ["body.0", "body.2.0"]
+    assert not fused.fuse_report.traced
+    assert list(fused.fuse_report.skipped) == ["body.3", "head"]
+    x = torch.randn(32, 8).abs()  # x takes one branch of forward's `if`, -x the other
+    assert_same_function(model, fused, x)
+    assert_same_function(model, fused, -x)
+
+
+class TrainingDependentDropout(nn.Module):
+    """fx would freeze ``training=self.training`` at its trace-time value."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(F.dropout(torch.relu(self.fc1(x)), 0.5, training=self.training))
+
+
+def test_forward_that_depends_on_train_mode_keeps_its_own_forward():
+    model = TrainingDependentDropout()
+    with pytest.warns(UserWarning, match="differs between train and eval mode"):
+        fused = fusedmlp.fuse(model)
+    assert type(fused) is TrainingDependentDropout and fused_layer_names(fused) == []
+    model.eval(), fused.eval()
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+def test_unsupported_dtype_is_left_alone():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)).to(torch.bfloat16)
+    fused = fusedmlp.fuse(model)
+    assert fused_layer_names(fused) == []
+    assert "bfloat16" in fused.fuse_report.skipped["0"]
+    x = torch.randn(3, 8, dtype=torch.bfloat16)
+    assert torch.equal(fused(x), model(x))
+
+
+def test_hooks_are_not_bypassed():
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU())
+    seen = []
+    model[1].register_forward_hook(lambda module, args, out: seen.append(out))
+    fused = fusedmlp.fuse(model)
+    assert fused_layer_names(fused) == ["2"]
+    assert "hooks" in fused.fuse_report.skipped["0"]
+    fused(torch.randn(2, 8))
+    assert len(seen) == 1
+
+
+def test_fusing_twice_changes_nothing_more():
+    once = fusedmlp.fuse(ClassicNet())
+    twice = fusedmlp.fuse(once)
+    assert fused_layer_names(twice) == ["fc1"] and twice.fuse_report.fused == []
+    x = torch.randn(3, 784)
+    torch.testing.assert_close(twice(x), once(x))
+
+
+def test_rejects_non_module():
+    with pytest.raises(TypeError, match="model must be an nn.Module"):
+        fusedmlp.fuse(lambda x: x)
+
+
+def test_fused_graph_module_saves_and_loads(tmp_path):
+    fused = fusedmlp.fuse(ClassicNet())
+    torch.save(fused, tmp_path / "fused.pt")
+    loaded = torch.load(tmp_path / "fused.pt", weights_only=False)
+    x = torch.randn(3, 784)
+    torch.testing.assert_close(loaded(x), fused(x))
+    assert fused_layer_names(loaded) == ["fc1"]
+
+
+class ReluSlotCalledOnItsOwn(nn.Module):
+    """``seq[1]`` also runs on its own: replacing that slot by nn.Identity would be wrong,
+    so the pair is fused in a rewritten graph instead."""
+
+    def __init__(self):
+        super().__init__()
+        self.seq = nn.Sequential(nn.Linear(8, 8), nn.ReLU())
+
+    def forward(self, x):
+        return self.seq(x) + self.seq[1](-x)
+
+
+def test_relu_slot_called_on_its_own_still_runs():
+    model = ReluSlotCalledOnItsOwn()
+    fused = fusedmlp.fuse(model)
+    assert isinstance(fused, fx.GraphModule) and fused_layer_names(fused) == ["seq.0"]
+    assert type(fused.get_submodule("seq.1")) is nn.ReLU
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+class UntraceableWithSharedLinear(nn.Module):
+    def __init__(self):
+        super().__init__()
+        shared = nn.Linear(8, 8)
+        self.seq = nn.Sequential(shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(8, 8), nn.ReLU())
+
+    def forward(self, x):
+        return self.seq(x) if x.sum() > 0 else -x
+
+
+def test_untraceable_model_leaves_a_shared_linear_alone():
+    model = UntraceableWithSharedLinear()
+    with pytest.warns(UserWarning, match="left unfused: seq.0$"):
+        fused = fusedmlp.fuse(model)
+    assert fused_layer_names(fused) == ["seq.4"]
+    assert fused.fuse_report.skipped == {"seq.0": "it is registered more than once in the model"}
+    assert_same_function(model, fused, torch.randn(5, 8).abs())
+
+
+class FrozenBranch(nn.Module):
+    """fx would drop the ``torch.no_grad()`` block, and gradients would reach ``frozen``."""
+
+    def __init__(self):
+        super().__init__()
+        self.frozen = nn.Linear(8, 4)
+        self.fc = nn.Linear(8, 4)
+
+    def forward(self, x):
+        with torch.no_grad():
+            target = self.frozen(x)
+        return torch.relu(self.fc(x)) - target
+
+
+def test_forward_with_no_grad_block_keeps_its_own_forward():
+    model = FrozenBranch()
+    with pytest.warns(UserWarning, match=r"switches off autograd .*left unfused: frozen, fc"):
+        fused = fusedmlp.fuse(model)
+    assert type(fused) is FrozenBranch
+    fused(torch.randn(3, 8)).sum().backward()
+    assert fused.frozen.weight.grad is None and fused.fc.weight.grad is not None
+
+
+def test_fuse_under_no_grad_still_traces():
+    with torch.no_grad():
+        fused = fusedmlp.fuse(ClassicNet())
+    assert isinstance(fused, fx.GraphModule) and fused_layer_names(fused) == ["fc1"]
