@@ -10,7 +10,9 @@ given as speedup ratios baseline_time / fused_time (> 1: fusedmlp is faster):
      oneDNN's fused torch.ops.mkldnn._linear_pointwise(..., "relu") (forward only: it has
      no autograd), forward (no grad) and forward+backward (x, weight, bias all need grads).
   3. The seed's training step: 784->128->ReLU->10, CrossEntropyLoss, SGD(lr=0.01), batch 64,
-     eager vs fc1+ReLU as FusedLinearReLU (fc2 via fusedmlp.linear) vs torch.compile(eager).
+     eager vs fusedmlp.fuse(model) (fc1+ReLU fused) vs torch.compile(model).
+
+--device cuda runs benchmarks/bench_gpu.py (the GPU tables) with the remaining options.
 """
 import argparse
 import json
@@ -23,6 +25,7 @@ import torch.utils.benchmark as tb
 from torch import nn
 
 import fusedmlp
+from fusedmlp.train import ClassicNet
 
 LAYER_SHAPES = ["64x784x128", "256x784x128", "1024x784x128", "4096x784x128",
                 "64x128x10", "1024x1024x1024"]
@@ -90,22 +93,6 @@ def bench_layer(m, k, n, dtype, min_run_time, with_compile):
     return row
 
 
-class SeedNet(nn.Module):
-    """The classic MNIST MLP; `fused` swaps fc1+ReLU for FusedLinearReLU, fc2 for our linear."""
-
-    def __init__(self, fused):
-        super().__init__()
-        self.fused = fused
-        self.fc1 = fusedmlp.FusedLinearReLU(784, 128) if fused else nn.Linear(784, 128)
-        self.fc2 = nn.Linear(128, 10)
-
-    def forward(self, x):
-        x = torch.flatten(x, 1)
-        if self.fused:
-            return fusedmlp.linear(self.fc1(x), self.fc2.weight, self.fc2.bias)
-        return self.fc2(torch.relu(self.fc1(x)))
-
-
 def bench_training_step(batch, min_run_time, with_compile):
     torch.manual_seed(0)
     images = torch.randn(batch, 1, 28, 28)
@@ -122,15 +109,14 @@ def bench_training_step(batch, min_run_time, with_compile):
             opt.step()
         return step
 
-    plain = SeedNet(fused=False)
-    fused = SeedNet(fused=True)
-    fused.load_state_dict(plain.state_dict())
+    plain = ClassicNet()
+    fused = fusedmlp.fuse(plain)  # what a user runs: the same model, fc1+ReLU fused
     row = {"batch": batch,
            "eager_us": median_us(make_step(plain), min_run_time),
            "fused_us": median_us(make_step(fused), min_run_time)}
     if with_compile:
         torch._dynamo.reset()
-        model_c = torch.compile(SeedNet(fused=False))
+        model_c = torch.compile(ClassicNet())
         row["compile_us"] = median_us(make_step(model_c), min_run_time)
         row["vs_compile"] = row["compile_us"] / row["fused_us"]
     row["vs_eager"] = row["eager_us"] / row["fused_us"]
@@ -183,6 +169,16 @@ def plot(path, layers):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--device" in argv:  # the GPU benchmark has its own script and options
+        i = argv.index("--device")
+        device = argv[i + 1] if i + 1 < len(argv) else ""
+        if device not in ("cpu", "cuda"):
+            raise SystemExit(f"--device must be cpu or cuda, got {device!r}")
+        del argv[i:i + 2]
+        if device == "cuda":
+            import bench_gpu  # benchmarks/bench_gpu.py, next to this file
+            return bench_gpu.main(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shapes", default=",".join(LAYER_SHAPES),
                         help="comma-separated BATCHxINxOUT list for the layer table")
