@@ -2,6 +2,9 @@
 inputs and checks that the CPU (test_linear_relu.py) and CUDA (test_cuda.py) suites share."""
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+import fusedmlp
 
 REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -112,3 +115,60 @@ def well_conditioned(rows, k, n, margin=1e-2, device="cpu"):
         b = torch.randn(n, dtype=torch.float64, generator=gen)
         if (F.linear(x, w, b).abs() > margin).all():
             return tuple(t.to(device).requires_grad_() for t in (x, w, b))
+
+
+def check_nan_inf_parity(dtype, device="cpu"):
+    """NaN/Inf in x, weight, bias and grad_y give what F.relu(F.linear(...)) gives."""
+    x, w, b = make(8, 12, 10, dtype, requires_grad=False, device=device)
+    x[1, 3] = float("nan")        # NaN pre-activation: relu keeps NaN
+    x[2, 0] = float("inf")        # +-Inf pre-activations: relu gives Inf / 0
+    w[4, 5] = float("-inf")
+    b[7] = float("nan")
+    for t in (x, w, b):
+        t.requires_grad_()
+    y = fusedmlp.linear_relu(x, w, b)
+    y_ref = F.relu(F.linear(x, w, b))
+    assert y.isnan().any() and y.isinf().any()
+    assert_same_special_values(y, y_ref)
+    grad_y = torch.randn_like(y)
+    grad_y[0, 0] = float("nan")
+    for g, g_ref in zip(torch.autograd.grad(y, (x, w, b), grad_y),
+                        torch.autograd.grad(y_ref, (x, w, b), grad_y)):
+        assert_same_special_values(g, g_ref)
+
+
+def opcheck_backward_ops(mask, device="cpu"):
+    x, w, b = make(4, 6, 3, torch.float32, requires_grad=False, device=device)
+    y = fusedmlp.linear_relu(x, w, b)
+    torch.library.opcheck(torch.ops.fusedmlp.linear_relu_backward.default,
+                          (torch.randn_like(y), x, w, y, mask))
+    torch.library.opcheck(torch.ops.fusedmlp.linear_backward.default,
+                          (torch.randn_like(y), x, w, mask))
+
+
+class SmallMLP(nn.Module):
+    """Fused hidden layer + fusedmlp.linear head, for compile/export tests."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = fusedmlp.FusedLinearReLU(32, 16)
+        self.fc2 = nn.Linear(16, 4)
+
+    def forward(self, x):
+        return fusedmlp.linear(self.fc1(x), self.fc2.weight, self.fc2.bias)
+
+
+def check_compile_equals_eager(backend, dynamic, device="cpu"):
+    """torch.compile(fullgraph=True) of SmallMLP: outputs and all grads equal eager's,
+    over several batch sizes (recompiles or dynamic shapes)."""
+    torch._dynamo.reset()
+    model = SmallMLP().to(device)
+    compiled = torch.compile(model, fullgraph=True, backend=backend, dynamic=dynamic)
+    for batch in (8, 5, 13):
+        x = torch.randn(batch, 32, device=device, requires_grad=True)
+        results = []
+        for m in (model, compiled):
+            out = m(x)
+            results.append((out, *torch.autograd.grad(out.square().sum(), [x, *model.parameters()])))
+        for eager, comp in zip(*results):
+            torch.testing.assert_close(comp, eager)

@@ -12,8 +12,10 @@ from torch import nn
 
 import fusedmlp
 from conftest import requires_cuda
-from helpers import (ODD_SHAPES, REDUCED_PRECISION, assert_same_special_values,
-                     check_against_reference, make, reference, strided_cases, tolerances,
+from helpers import (ODD_SHAPES, REDUCED_PRECISION, SmallMLP,
+                     check_against_reference,
+                     check_compile_equals_eager, check_nan_inf_parity, make,
+                     opcheck_backward_ops, reference, strided_cases, tolerances,
                      well_conditioned)
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
@@ -154,22 +156,7 @@ def test_non_contiguous_grad_output():
 @cuda_required
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_nan_and_inf_match_eager(dtype):
-    x, w, b = make(8, 12, 10, dtype, requires_grad=False, device="cuda")
-    x[1, 3] = float("nan")        # NaN pre-activation: relu keeps NaN
-    x[2, 0] = float("inf")        # +-Inf pre-activations: relu gives Inf / 0
-    w[4, 5] = float("-inf")
-    b[7] = float("nan")
-    for t in (x, w, b):
-        t.requires_grad_()
-    y = fusedmlp.linear_relu(x, w, b)
-    y_ref = F.relu(F.linear(x, w, b))
-    assert y.isnan().any() and y.isinf().any()
-    assert_same_special_values(y, y_ref)
-    grad_y = torch.randn_like(y)
-    grad_y[0, 0] = float("nan")
-    for g, g_ref in zip(torch.autograd.grad(y, (x, w, b), grad_y),
-                        torch.autograd.grad(y_ref, (x, w, b), grad_y)):
-        assert_same_special_values(g, g_ref)
+    check_nan_inf_parity(dtype, device="cuda")
 
 
 @requires_cuda
@@ -243,40 +230,14 @@ def test_opcheck_forward(op, dtype):
 @cuda_required
 @pytest.mark.parametrize("mask", [[True, True, True], [False, True, True], [True, False, False]])
 def test_opcheck_backward(mask):
-    x, w, b = make(4, 6, 3, torch.float32, requires_grad=False, device="cuda")
-    y = fusedmlp.linear_relu(x, w, b)
-    torch.library.opcheck(torch.ops.fusedmlp.linear_relu_backward.default,
-                          (torch.randn_like(y), x, w, y, mask))
-    torch.library.opcheck(torch.ops.fusedmlp.linear_backward.default,
-                          (torch.randn_like(y), x, w, mask))
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = fusedmlp.FusedLinearReLU(32, 16)
-        self.fc2 = nn.Linear(16, 4)
-
-    def forward(self, x):
-        return fusedmlp.linear(self.fc1(x), self.fc2.weight, self.fc2.bias)
+    opcheck_backward_ops(mask, device="cuda")
 
 
 @requires_cuda
 @cuda_required
 @pytest.mark.parametrize("backend,dynamic", [("inductor", False), ("aot_eager", True)])
 def test_compile_fullgraph_equals_eager(backend, dynamic):
-    torch._dynamo.reset()
-    model = MLP().cuda()
-    compiled = torch.compile(model, fullgraph=True, backend=backend, dynamic=dynamic)
-    for batch in (8, 5, 13):
-        x = torch.randn(batch, 32, device="cuda", requires_grad=True)
-        out = model(x)
-        grads = torch.autograd.grad(out.square().sum(), [x, *model.parameters()])
-        out_c = compiled(x)
-        grads_c = torch.autograd.grad(out_c.square().sum(), [x, *model.parameters()])
-        torch.testing.assert_close(out_c, out)
-        for g, g_c in zip(grads, grads_c):
-            torch.testing.assert_close(g_c, g)
+    check_compile_equals_eager(backend, dynamic, device="cuda")
 
 
 @requires_cuda
@@ -331,7 +292,7 @@ def test_autocast_leaves_float64_alone():
 @cuda_required
 def test_autocast_under_compile():
     torch._dynamo.reset()
-    model = MLP().cuda()
+    model = SmallMLP().cuda()
     x = torch.randn(8, 32, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         eager = model(x)

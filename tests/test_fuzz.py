@@ -5,7 +5,6 @@ forward and every gradient against the float64 reference.
 CI runs FUZZ_EXAMPLES (default 200) examples; `make fuzz` runs many more."""
 import os
 
-import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import fusedmlp
-from helpers import (ODD_SHAPES, assert_same_special_values, check_against_reference, make,
+from helpers import (ODD_SHAPES, check_against_reference, check_nan_inf_parity, make,
                      strided_cases, well_conditioned)
 
 DTYPES = [torch.float32, torch.float64]
@@ -107,22 +107,7 @@ def test_non_contiguous_grad_output():
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_nan_and_inf_match_eager(isa, dtype):
-    x, w, b = make(8, 12, 10, dtype, requires_grad=False)
-    x[1, 3] = float("nan")        # NaN pre-activation: relu keeps NaN
-    x[2, 0] = float("inf")        # +-Inf pre-activations: relu gives Inf / 0
-    w[4, 5] = float("-inf")
-    b[7] = float("nan")
-    for t in (x, w, b):
-        t.requires_grad_()
-    y = fusedmlp.linear_relu(x, w, b)
-    y_ref = F.relu(F.linear(x, w, b))
-    assert y.isnan().any() and y.isinf().any()
-    assert_same_special_values(y, y_ref)
-    grad_y = torch.randn_like(y)
-    grad_y[0, 0] = float("nan")
-    for g, g_ref in zip(torch.autograd.grad(y, (x, w, b), grad_y),
-                        torch.autograd.grad(y_ref, (x, w, b), grad_y)):
-        assert_same_special_values(g, g_ref)
+    check_nan_inf_parity(dtype)
 
 
 def test_relu_keeps_nan_drops_negative_zero_gradient(isa):

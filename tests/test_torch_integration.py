@@ -5,11 +5,10 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 import fusedmlp
 from conftest import requires_cuda
+from helpers import SmallMLP, check_compile_equals_eager, opcheck_backward_ops
 
 
 def opcheck_samples():
@@ -34,42 +33,12 @@ def test_opcheck_forward(op, i):
 
 @pytest.mark.parametrize("mask", [[True, True, True], [False, True, True], [True, False, False]])
 def test_opcheck_backward(mask):
-    x, w, b = torch.randn(4, 6), torch.randn(3, 6), torch.randn(3)
-    y = fusedmlp.linear_relu(x, w, b)
-    torch.library.opcheck(torch.ops.fusedmlp.linear_relu_backward.default,
-                          (torch.randn_like(y), x, w, y, mask))
-    torch.library.opcheck(torch.ops.fusedmlp.linear_backward.default,
-                          (torch.randn_like(y), x, w, mask))
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = fusedmlp.FusedLinearReLU(32, 16)
-        self.fc2 = nn.Linear(16, 4)
-
-    def forward(self, x):
-        return fusedmlp.linear(self.fc1(x), self.fc2.weight, self.fc2.bias)
-
-
-def fwd_bwd(model, x):
-    out = model(x)
-    grads = torch.autograd.grad(out.square().sum(), [x, *model.parameters()])
-    return out, grads
+    opcheck_backward_ops(mask)
 
 
 @pytest.mark.parametrize("backend,dynamic", [("inductor", False), ("aot_eager", True)])
 def test_compile_fullgraph_equals_eager(backend, dynamic):
-    torch._dynamo.reset()
-    model = MLP()
-    compiled = torch.compile(model, fullgraph=True, backend=backend, dynamic=dynamic)
-    for batch in (8, 5, 13):
-        x = torch.randn(batch, 32, requires_grad=True)
-        out, grads = fwd_bwd(model, x)
-        out_c, grads_c = fwd_bwd(compiled, x)
-        torch.testing.assert_close(out_c, out)
-        for g, g_c in zip(grads, grads_c):
-            torch.testing.assert_close(g_c, g)
+    check_compile_equals_eager(backend, dynamic)
 
 
 def test_compile_function_with_autograd_function():
@@ -88,7 +57,7 @@ def test_compile_function_with_autograd_function():
 
 
 def test_export_round_trip():
-    model = MLP().eval()
+    model = SmallMLP().eval()
     x = torch.randn(8, 32)
     exported = torch.export.export(model, (x,))
     assert any("fusedmlp.linear_relu" in str(node.target) for node in exported.graph.nodes)
