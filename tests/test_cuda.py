@@ -191,6 +191,18 @@ def test_gradcheck_fp64(op, bias):
 
 @requires_cuda
 @cuda_required
+@pytest.mark.parametrize("op", ["linear_relu", "linear"])
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+def test_gradgradcheck_fp64(op, bias):
+    """Double backward on CUDA: first order from our kernels, second order composite."""
+    x, w, b = well_conditioned(4, 6, 5, device="cuda")
+    args = (x, w, b) if bias else (x, w)
+    assert torch.autograd.gradgradcheck(getattr(fusedmlp, op), args, eps=1e-6, atol=1e-8,
+                                        rtol=1e-6)
+
+
+@requires_cuda
+@cuda_required
 @pytest.mark.parametrize("needs", [(False, True, True), (True, False, False),
                                    (False, False, True), (True, True, False)])
 def test_only_requested_grads_are_computed(needs):
