@@ -2,7 +2,7 @@
 hundred), strides (transposed, sliced, expanded bias), bias or not, dtypes and ISAs;
 forward and every gradient against the float64 reference.
 
-CI runs FUZZ_EXAMPLES (default 200) examples; `make fuzz` runs many more."""
+CI runs FUZZ_EXAMPLES (default 300) examples; `make fuzz` runs many more."""
 import os
 
 import torch
@@ -13,7 +13,7 @@ import fusedmlp
 from conftest import AVAILABLE_ISAS
 from helpers import assert_close_to, reference
 
-EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "200"))
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 SIZES = st.one_of(st.sampled_from([0, 1, 2, 3, 7, 13, 17, 31, 127, 129, 257]),
                   st.integers(0, 300))
 
