@@ -111,7 +111,10 @@ step env 10 env_facts
 step build 140 build
 step info 10 "$PY" -m fusedmlp.info
 step test_cuda 90 "$PY" -m pytest -q -rs -p no:cacheprovider --durations=10 tests/test_cuda.py
-step test_cpu 40 "$PY" -m pytest -q -x -p no:cacheprovider tests --ignore=tests/test_cuda.py
+# The core CPU suite only: the GPU machine may lack hypothesis / scikit-learn (no network),
+# and CI runs the whole CPU suite anyway.
+step test_cpu 40 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_linear_relu.py \
+  tests/test_errors.py tests/test_module.py tests/test_torch_integration.py
 step memcheck 45 sanitize memcheck
 step racecheck 45 sanitize racecheck
 # Shapes run smallest first: if the timeout hits, only the 8192^3 rows are missing.
