@@ -224,6 +224,13 @@ at::Tensor autograd_kernel(const at::Tensor& x, const at::Tensor& weight,
                            const std::optional<at::Tensor>& bias) {
   // Checked here too so that mixed devices get our message, not "no kernel for CUDA".
   check_forward_args(Activation::message_name, x, weight, bias);
+  const at::Tensor& b = bias.has_value() ? *bias : x;  // x stands in for a missing bias
+  if (!c10::GradMode::is_enabled() || !any_requires_grad({&x, &weight, &b})) {
+    // Nothing to record (inference, no_grad, frozen layer): skip building a graph node.
+    static const auto op = forward_op(Activation::name);
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return op.call(x, weight, bias);
+  }
   return LinearNode<Activation>::apply(x, weight, bias);
 }
 
