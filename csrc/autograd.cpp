@@ -99,9 +99,6 @@ class LinearNode : public torch::autograd::Function<LinearNode<Activation>> {
   }
 };
 
-// (..., cols) as a (rows, cols) matrix.
-at::Tensor as_rows(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}); }
-
 // Derivatives of (grad_x, grad_w, grad_b) = backward(grad_y, x, weight, y), given the
 // gradients gg* flowing into them (undefined: not used). With g = mask(grad_y):
 //   grad_x = g W, grad_w = g^T x, grad_b = sum_rows g, so
@@ -110,9 +107,10 @@ at::Tensor as_rows(const at::Tensor& t) { return t.reshape({-1, t.size(-1)}); }
 variable_list backward_of_backward(const at::Tensor& grad_y, const at::Tensor& x,
                                    const at::Tensor& weight, const at::Tensor& y,
                                    const variable_list& gg, std::array<bool, 3> needs) {
-  const at::Tensor g_in = as_rows(grad_y);
-  const at::Tensor x2 = as_rows(x);
-  const at::Tensor y2 = y.defined() ? as_rows(y) : at::Tensor();
+  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  const at::Tensor g_in = as_rows(grad_y, out_features);
+  const at::Tensor x2 = as_rows(x, in_features);
+  const at::Tensor y2 = y.defined() ? as_rows(y, out_features) : at::Tensor();
   const auto mask = [&](const at::Tensor& t) {
     return y2.defined() ? at::threshold_backward(t, y2, 0) : t;
   };
@@ -122,7 +120,7 @@ variable_list backward_of_backward(const at::Tensor& grad_y, const at::Tensor& x
   at::Tensor d_grad_y, d_x, d_w;
   if (needs[0] && (gg_x.defined() || gg_w.defined() || gg_b.defined())) {
     at::Tensor sum = at::zeros_like(g_in);
-    if (gg_x.defined()) sum = at::add(sum, at::mm(as_rows(gg_x), weight.t()));
+    if (gg_x.defined()) sum = at::add(sum, at::mm(as_rows(gg_x, in_features), weight.t()));
     if (gg_w.defined()) sum = at::add(sum, at::mm(x2, gg_w.t()));
     if (gg_b.defined()) sum = at::add(sum, gg_b);
     d_grad_y = mask(sum).reshape(grad_y.sizes());
@@ -131,7 +129,7 @@ variable_list backward_of_backward(const at::Tensor& grad_y, const at::Tensor& x
                            ? mask(g_in)
                            : at::Tensor();
   if (needs[1] && gg_w.defined()) d_x = at::mm(g, gg_w).reshape(x.sizes());
-  if (needs[2] && gg_x.defined()) d_w = at::mm(g.t(), as_rows(gg_x));
+  if (needs[2] && gg_x.defined()) d_w = at::mm(g.t(), as_rows(gg_x, in_features));
   return {d_grad_y, d_x, d_w};
 }
 

@@ -221,3 +221,26 @@ def test_gradient_penalty_matches_eager():
     eager = penalty_grads(lambda x, w, b: F.relu(F.linear(x, w, b)))
     torch.testing.assert_close(ours[0], eager[0])
     assert ours[1] is None or torch.count_nonzero(ours[1]) == 0  # b enters only via the mask
+
+
+@pytest.mark.parametrize("x_shape,w_shape", [((3, 0), (4, 0)), ((0, 5), (4, 5)),
+                                             ((2, 3, 5), (4, 5))], ids=["in0", "rows0", "3d"])
+def test_double_backward_matches_eager_on_edge_shapes(x_shape, w_shape):
+    def draw(*shape, seed):
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randn(*shape, dtype=torch.float64, generator=gen).requires_grad_()
+
+    def second_order(layer):
+        x, w, b = draw(*x_shape, seed=1), draw(*w_shape, seed=2), draw(w_shape[0], seed=3)
+        y = layer(x, w, b)
+        grads = torch.autograd.grad((y * y).sum(), (x, w, b), create_graph=True)
+        penalty = sum((g * g).sum() for g in grads)
+        return torch.autograd.grad(penalty, (x, w, b), allow_unused=True)
+
+    ours = second_order(fusedmlp.linear_relu)
+    eager = second_order(lambda x, w, b: F.relu(F.linear(x, w, b)))
+    for a, e in zip(ours, eager):
+        if e is None:
+            assert a is None or torch.count_nonzero(a) == 0
+        else:
+            torch.testing.assert_close(a, e)
