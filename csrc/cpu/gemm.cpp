@@ -114,23 +114,47 @@ bool keep(T y) {
 }
 
 // Packs rows [i0, i0+mc) x cols [p0, p0+kc) of A into MR-row panels, k-major, zero padded,
-// applying the mask and adding each row's sum to row_sums when given.
+// applying the mask and adding each row's sum to row_sums when given. Each row's sum runs
+// over k in ascending order whichever loop order is used (deterministic, same result).
 template <typename T, bool kMasked>
 void pack_a_block(const GemmProblem<T>& pb, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
                   int mr, T* dst, T* row_sums, bool first_k_block) {
+  // Rows of A (and of the mask) contiguous, as for grad_y in grad_x = g · W: walk each row
+  // once, reading contiguously; otherwise walk k and read the MR values of each column.
+  const bool row_major =
+      pb.a.col_stride == 1 && (!kMasked || pb.a_mask.col_stride == 1);
   for (int64_t ir = 0; ir < mc; ir += mr) {
     const int rows = static_cast<int>(std::min<int64_t>(mr, mc - ir));
     T* panel = dst + ir * kc;
     T sums[kMaxMR] = {};
-    for (int64_t p = 0; p < kc; ++p) {
-      T* out = panel + p * mr;
+    if (row_major) {
       for (int i = 0; i < rows; ++i) {
-        T v = pb.a(i0 + ir + i, p0 + p);
-        if (kMasked && !keep(pb.a_mask(i0 + ir + i, p0 + p))) v = T(0);
-        out[i] = v;
-        sums[i] += v;
+        const T* a_row = &pb.a.data[(i0 + ir + i) * pb.a.row_stride + p0];
+        const T* m_row = kMasked ? &pb.a_mask.data[(i0 + ir + i) * pb.a_mask.row_stride + p0]
+                                 : nullptr;
+        T sum = T(0);
+        for (int64_t p = 0; p < kc; ++p) {
+          // Both loads unconditional: a select, not a branch (the mask is random).
+          const T a = a_row[p];
+          const T v = kMasked ? (keep(m_row[p]) ? a : T(0)) : a;
+          panel[p * mr + i] = v;
+          sum += v;
+        }
+        sums[i] = sum;
       }
-      for (int i = rows; i < mr; ++i) out[i] = T(0);
+      for (int i = rows; i < mr; ++i)
+        for (int64_t p = 0; p < kc; ++p) panel[p * mr + i] = T(0);
+    } else {
+      for (int64_t p = 0; p < kc; ++p) {
+        T* out = panel + p * mr;
+        for (int i = 0; i < rows; ++i) {
+          const T a = pb.a(i0 + ir + i, p0 + p);
+          const T v = kMasked ? (keep(pb.a_mask(i0 + ir + i, p0 + p)) ? a : T(0)) : a;
+          out[i] = v;
+          sums[i] += v;
+        }
+        for (int i = rows; i < mr; ++i) out[i] = T(0);
+      }
     }
     if (row_sums) {
       for (int i = 0; i < rows; ++i)
