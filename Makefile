@@ -14,7 +14,8 @@ SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
 setup: $(VENV)/.built
 
-$(VENV)/.deps: pyproject.toml
+# Re-run when the package list here or in pyproject.toml changes (an older venv would lack them).
+$(VENV)/.deps: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)" numpy pytest expecttest hypothesis ninja "setuptools>=64" wheel \
 		scikit-learn tqdm matplotlib
