@@ -172,3 +172,32 @@ def check_compile_equals_eager(backend, dynamic, device="cpu"):
             results.append((out, *torch.autograd.grad(out.square().sum(), [x, *model.parameters()])))
         for eager, comp in zip(*results):
             torch.testing.assert_close(comp, eager)
+
+
+EMPTY_SHAPES = [  # (x_shape, w_shape)
+    ((0, 5), (3, 5)),        # empty batch
+    ((2, 0, 5), (3, 5)),     # empty leading dimension
+    ((4, 0), (3, 0)),        # in_features = 0: y = act(bias)
+    ((4, 5), (0, 5)),        # out_features = 0
+]
+EMPTY_IDS = ["rows0", "lead0", "in0", "out0"]
+
+
+def check_empty_dimensions(x_shape, w_shape, dtype, op, device="cpu"):
+    """fusedmlp.<op> on shapes with a zero dimension: outputs and grads (shapes and values,
+    e.g. zeros or act(bias)) equal eager PyTorch's."""
+    x = torch.randn(*x_shape, dtype=dtype, device=device, requires_grad=True)
+    w = torch.randn(*w_shape, dtype=dtype, device=device, requires_grad=True)
+    b = torch.randn(w_shape[0], dtype=dtype, device=device, requires_grad=True)
+    y = getattr(fusedmlp, op)(x, w, b)
+    y_ref = F.linear(x, w, b)
+    if op == "linear_relu":
+        y_ref = F.relu(y_ref)
+    assert y.shape == y_ref.shape
+    torch.testing.assert_close(y, y_ref)
+    grad_y = torch.randn_like(y)
+    grads = torch.autograd.grad(y, (x, w, b), grad_y)
+    grads_ref = torch.autograd.grad(y_ref, (x, w, b), grad_y)
+    for g, g_ref in zip(grads, grads_ref):
+        assert g.shape == g_ref.shape
+        torch.testing.assert_close(g, g_ref)

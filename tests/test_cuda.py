@@ -12,9 +12,9 @@ from torch import nn
 
 import fusedmlp
 from conftest import requires_cuda
-from helpers import (ODD_SHAPES, REDUCED_PRECISION, SmallMLP,
-                     check_against_reference,
-                     check_compile_equals_eager, check_nan_inf_parity, make,
+from helpers import (EMPTY_IDS, EMPTY_SHAPES, ODD_SHAPES, REDUCED_PRECISION, SmallMLP,
+                     check_against_reference, check_compile_equals_eager,
+                     check_empty_dimensions, check_nan_inf_parity, make,
                      opcheck_backward_ops, reference, strided_cases, tolerances,
                      well_conditioned)
 
@@ -88,30 +88,11 @@ def test_nd_and_1d_input(leading, dtype):
 
 @requires_cuda
 @cuda_required
-@pytest.mark.parametrize("x_shape,w_shape", [
-    ((0, 5), (3, 5)),        # empty batch
-    ((2, 0, 5), (3, 5)),     # empty leading dimension
-    ((4, 0), (3, 0)),        # in_features = 0: y = relu(bias)
-    ((4, 5), (0, 5)),        # out_features = 0
-], ids=["rows0", "lead0", "in0", "out0"])
+@pytest.mark.parametrize("x_shape,w_shape", EMPTY_SHAPES, ids=EMPTY_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("op", ["linear_relu", "linear"])
 def test_empty_dimensions(x_shape, w_shape, dtype, op):
-    x = torch.randn(*x_shape, dtype=dtype, device="cuda", requires_grad=True)
-    w = torch.randn(*w_shape, dtype=dtype, device="cuda", requires_grad=True)
-    b = torch.randn(w_shape[0], dtype=dtype, device="cuda", requires_grad=True)
-    y = getattr(fusedmlp, op)(x, w, b)
-    y_ref = F.linear(x, w, b)
-    if op == "linear_relu":
-        y_ref = F.relu(y_ref)
-    assert y.shape == y_ref.shape
-    torch.testing.assert_close(y, y_ref)
-    grad_y = torch.randn_like(y)
-    grads = torch.autograd.grad(y, (x, w, b), grad_y)
-    grads_ref = torch.autograd.grad(y_ref, (x, w, b), grad_y)
-    for g, g_ref in zip(grads, grads_ref):
-        assert g.shape == g_ref.shape
-        torch.testing.assert_close(g, g_ref)
+    check_empty_dimensions(x_shape, w_shape, dtype, op, device="cuda")
 
 
 @requires_cuda

@@ -5,8 +5,9 @@ import torch
 import torch.nn.functional as F
 
 import fusedmlp
-from helpers import (ODD_SHAPES, check_against_reference, check_nan_inf_parity, make,
-                     strided_cases, well_conditioned)
+from helpers import (EMPTY_IDS, EMPTY_SHAPES, ODD_SHAPES, check_against_reference,
+                     check_empty_dimensions, check_nan_inf_parity, make, strided_cases,
+                     well_conditioned)
 
 DTYPES = [torch.float32, torch.float64]
 
@@ -60,27 +61,11 @@ def test_nd_and_1d_input(isa, leading):
     check_against_reference(fusedmlp.linear_relu, x, w, b)
 
 
-@pytest.mark.parametrize("x_shape,w_shape", [
-    ((0, 5), (3, 5)),        # empty batch
-    ((2, 0, 5), (3, 5)),     # empty leading dimension
-    ((4, 0), (3, 0)),        # in_features = 0: y = relu(bias)
-    ((4, 5), (0, 5)),        # out_features = 0
-], ids=["rows0", "lead0", "in0", "out0"])
+@pytest.mark.parametrize("x_shape,w_shape", EMPTY_SHAPES, ids=EMPTY_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_empty_dimensions(isa, x_shape, w_shape, dtype):
-    x = torch.randn(*x_shape, dtype=dtype, requires_grad=True)
-    w = torch.randn(*w_shape, dtype=dtype, requires_grad=True)
-    b = torch.randn(w_shape[0], dtype=dtype, requires_grad=True)
-    y = fusedmlp.linear_relu(x, w, b)
-    y_ref = F.relu(F.linear(x, w, b))
-    assert y.shape == y_ref.shape
-    torch.testing.assert_close(y, y_ref)
-    grad_y = torch.randn_like(y)
-    grads = torch.autograd.grad(y, (x, w, b), grad_y)
-    grads_ref = torch.autograd.grad(y_ref, (x, w, b), grad_y)
-    for g, g_ref in zip(grads, grads_ref):
-        assert g.shape == g_ref.shape
-        torch.testing.assert_close(g, g_ref)
+@pytest.mark.parametrize("op", ["linear_relu", "linear"])
+def test_empty_dimensions(isa, x_shape, w_shape, dtype, op):
+    check_empty_dimensions(x_shape, w_shape, dtype, op)
 
 
 @pytest.mark.parametrize("case", list(strided_cases(torch.float32)))
