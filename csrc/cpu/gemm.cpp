@@ -79,13 +79,24 @@ struct Blocking {
   int64_t m_blocks, n_blocks;
 };
 
-// Cache-sized blocks (x86 cores of 32 KiB L1d and >= 1 MiB L2), shrunk so that small problems
-// still give every thread a task. Expressed in bytes so fp64 gets half the elements.
+// Largest blocks, in bytes of one row / column so that fp64 gets half the elements.
+struct BlockLimits {
+  int64_t kc_bytes, nc_bytes, mc;
+};
+// Packed path (x86 cores of 32 KiB L1d and >= 1 MiB L2): A micro-panel MR x KC of 8 KiB
+// in L1, B block KC x NC of 512 KiB in L2, A block MC x KC of 192 KiB.
+constexpr BlockLimits kPackedLimits{1024, 2048, 192};
+// Dot-product path: MR + 4 rows of KC elements (fp32: 7 x 4 KiB) stay in L1 for a tile;
+// the A block MC x KC (256 KiB) is re-read from L2 for every 4 rows of B.
+constexpr BlockLimits kDotLimits{4096, 2048, 64};
+constexpr int64_t kDotMaxRows = 512;
+
+// Cache-sized blocks, shrunk so that small problems still give every thread a task.
 Blocking choose_blocking(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t elem_size,
-                         int64_t threads) {
-  const int64_t kc_max = 1024 / elem_size;  // A micro-panel MR x KC: 8 KiB in L1
-  const int64_t nc_max = 2048 / elem_size;  // B block KC x NC: 512 KiB in L2
-  const int64_t mc_max = 192;               // A block MC x KC: 192 KiB (fp32)
+                         const BlockLimits& limits, int64_t threads) {
+  const int64_t kc_max = limits.kc_bytes / elem_size;
+  const int64_t nc_max = limits.nc_bytes / elem_size;
+  const int64_t mc_max = limits.mc;
   Blocking b{};
   b.kc = std::max<int64_t>(1, ceil_div(k, std::max<int64_t>(1, ceil_div(k, kc_max))));
   int64_t m_blocks = ceil_div(m, mc_max), n_blocks = ceil_div(n, nc_max);
@@ -230,6 +241,34 @@ void run_task(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking
   } while (p0 < pb.k);
 }
 
+// One task of the dot-product path (A and B^T both K-contiguous, nothing to mask or sum):
+// the same blocks as run_task, but tiles are read in place and B rows are walked 4 at a
+// time with the A block streamed past them.
+template <typename T>
+void run_dot_task(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking& blk,
+                  const T* bias_padded, int64_t task) {
+  const int64_t ib = task / blk.n_blocks, jb = task % blk.n_blocks;
+  const int64_t i0 = ib * blk.mc, mc = std::min(blk.mc, pb.m - i0);
+  const int64_t j0 = jb * blk.nc, nc = std::min(blk.nc, pb.n - j0);
+  const StridedMatrix<T> bt = pb.b.transposed();  // n x k, rows K-contiguous
+  int64_t p0 = 0;
+  do {  // runs once when k == 0: C is then the epilogue of the bias alone
+    const int64_t kc = std::min(blk.kc, pb.k - p0);
+    const bool first = p0 == 0, last = p0 + kc >= pb.k;
+    for (int64_t jr = 0; jr < nc; jr += kDotNR) {
+      const T* b = &bt.data[(j0 + jr) * bt.row_stride + p0];
+      const int n_valid = static_cast<int>(std::min<int64_t>(kDotNR, nc - jr));
+      for (int64_t ir = 0; ir < mc; ir += uk.dot_mr) {
+        uk.dot(kc, &pb.a.data[(i0 + ir) * pb.a.row_stride + p0], pb.a.row_stride, b,
+               bt.row_stride, pb.c + (i0 + ir) * pb.n + j0 + jr, pb.n,
+               static_cast<int>(std::min<int64_t>(uk.dot_mr, mc - ir)), n_valid,
+               bias_padded ? bias_padded + j0 + jr : nullptr, !first, pb.relu && last);
+      }
+    }
+    p0 += kc;
+  } while (p0 < pb.k);
+}
+
 }  // namespace
 
 template <typename T>
@@ -241,8 +280,17 @@ void gemm(const GemmProblem<T>& pb) {
   }
   const MicroKernel<T> uk = active_microkernel<T>();
   if (uk.mr > kMaxMR) throw std::logic_error("fusedmlp: micro-kernel MR exceeds kMaxMR");
-  const Blocking blk = choose_blocking(pb.m, pb.n, pb.k, uk.mr, uk.nr, sizeof(T),
-                                       at::get_num_threads());
+  // x · W^T with row-major x and W (the forward pass) needs no packing at all: the
+  // dot-product kernel reads both in place. It wins where packing B is a large share of
+  // the work (few rows of A per packed panel); from ~1024 rows on the packed kernel is as
+  // fast or faster (2048^3: 146 vs 121 GF/s on 2 threads, NOTES.md). Everything else
+  // (strided operands, the masked backward GEMMs) goes through packed panels.
+  const bool dot = uk.dot && pb.a.col_stride == 1 && pb.b.row_stride == 1 &&
+                   !pb.a_mask.data && !pb.a_row_sums && pb.m <= kDotMaxRows;
+  const Blocking blk = dot ? choose_blocking(pb.m, pb.n, pb.k, uk.dot_mr, kDotNR, sizeof(T),
+                                             kDotLimits, at::get_num_threads())
+                           : choose_blocking(pb.m, pb.n, pb.k, uk.mr, uk.nr, sizeof(T),
+                                             kPackedLimits, at::get_num_threads());
   // The micro-kernel loads NR bias values at once: give it a zero-padded contiguous copy.
   std::vector<T> bias_padded;
   if (pb.bias) {
@@ -251,7 +299,13 @@ void gemm(const GemmProblem<T>& pb) {
   }
   const T* bias_ptr = pb.bias ? bias_padded.data() : nullptr;
   at::parallel_for(0, blk.m_blocks * blk.n_blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) run_task(pb, uk, blk, bias_ptr, t);
+    for (int64_t t = begin; t < end; ++t) {
+      if (dot) {
+        run_dot_task(pb, uk, blk, bias_ptr, t);
+      } else {
+        run_task(pb, uk, blk, bias_ptr, t);
+      }
+    }
   });
 }
 

@@ -10,6 +10,9 @@
 
 namespace fusedmlp::cpu {
 
+// Columns of C per dot-product tile (rows of B), for every ISA.
+constexpr int kDotNR = 4;
+
 enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
 
 // Computes one MR x NR tile of C:
@@ -30,6 +33,14 @@ struct MicroKernel {
   // dst[p * dst_ld + j] = src[j * src_ld + p]. Null (tile 0) where plain C++ does as well.
   int transpose_tile;
   void (*transpose)(const T* src, int64_t src_ld, T* dst, int64_t dst_ld);
+  // The dot-product kernel for C = A · B^T when A (m x k) and B (n x k) are both
+  // K-contiguous, as x and W are in the forward pass: one dot_mr x kDotNR tile of C from
+  // A rows a[i * lda + p] and B rows b[j * ldb + p], nothing packed. Same init/epilogue
+  // contract as `run` (bias: n_valid values).
+  int dot_mr;
+  void (*dot)(int64_t kc, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
+              int64_t ldc, int m_valid, int n_valid, const T* bias, bool accumulate,
+              bool relu);
 };
 
 struct MicroKernels {

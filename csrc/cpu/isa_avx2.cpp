@@ -29,6 +29,11 @@ struct F32x8 {
   static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
   // vmaxps returns its second operand when either is NaN: NaN passes through, as in torch.relu.
   static Reg relu(Reg v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
+  static void sum4(const Reg r[4], T out[4]) {
+    // Two rounds of pairwise adds leave the four half-sums per 128-bit lane; add the lanes.
+    const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(r[0], r[1]), _mm256_hadd_ps(r[2], r[3]));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
+  }
 };
 
 struct F64x4 {
@@ -43,6 +48,12 @@ struct F64x4 {
   static Reg broadcast(const T* p) { return _mm256_broadcast_sd(p); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_pd(a, b, c); }
   static Reg relu(Reg v) { return _mm256_max_pd(_mm256_setzero_pd(), v); }
+  static void sum4(const Reg r[4], T out[4]) {
+    const __m256d s01 = _mm256_hadd_pd(r[0], r[1]);  // r0 01, r1 01, r0 23, r1 23
+    const __m256d s23 = _mm256_hadd_pd(r[2], r[3]);
+    _mm256_storeu_pd(out, _mm256_add_pd(_mm256_permute2f128_pd(s01, s23, 0x20),
+                                        _mm256_permute2f128_pd(s01, s23, 0x31)));
+  }
 };
 
 // dst[p * dst_ld + j] = src[j * src_ld + p] for an 8 x 8 float tile, in registers.
@@ -82,8 +93,9 @@ void transpose_4x4(const double* src, int64_t src_ld, double* dst, int64_t dst_l
 }  // namespace
 
 // 6 x 16 fp32: 12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers.
+// Dot-product 3 x 4: 12 accumulators + 3 A vectors + 1 B vector = 16.
 MicroKernels avx2_microkernels() {
-  MicroKernels k{make_microkernel<F32x8, 6, 2>(), make_microkernel<F64x4, 6, 2>()};
+  MicroKernels k{make_microkernel<F32x8, 6, 2, 3>(), make_microkernel<F64x4, 6, 2, 3>()};
   k.f32.transpose_tile = 8;
   k.f32.transpose = &transpose_8x8;
   k.f64.transpose_tile = 4;

@@ -30,6 +30,9 @@ struct F32x16 {
   static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
   // vmaxps returns its second operand when either is NaN: NaN passes through, as in torch.relu.
   static Reg relu(Reg v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
+  static void sum4(const Reg r[4], T out[4]) {
+    for (int j = 0; j < 4; ++j) out[j] = _mm512_reduce_add_ps(r[j]);
+  }
 };
 
 struct F64x8 {
@@ -44,15 +47,19 @@ struct F64x8 {
   static Reg broadcast(const T* p) { return _mm512_set1_pd(*p); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_pd(a, b, c); }
   static Reg relu(Reg v) { return _mm512_max_pd(_mm512_setzero_pd(), v); }
+  static void sum4(const Reg r[4], T out[4]) {
+    for (int j = 0; j < 4; ++j) out[j] = _mm512_reduce_add_pd(r[j]);
+  }
 };
 
 }  // namespace
 
 // 8 x 32 fp32: 16 accumulators + 2 B vectors of the 32 zmm registers; A is broadcast
 // straight from memory (embedded broadcast), 16 FMAs per 10 loads.
+// Dot-product 4 x 4: 16 accumulators + 4 A vectors + 1 B vector.
 // Packing uses the AVX2 transposes (every AVX-512 CPU has AVX2).
 MicroKernels avx512_microkernels() {
-  MicroKernels k{make_microkernel<F32x16, 8, 2>(), make_microkernel<F64x8, 8, 2>()};
+  MicroKernels k{make_microkernel<F32x16, 8, 2, 4>(), make_microkernel<F64x8, 8, 2, 4>()};
   const MicroKernels avx2 = avx2_microkernels();
   k.f32.transpose_tile = avx2.f32.transpose_tile;
   k.f32.transpose = avx2.f32.transpose;

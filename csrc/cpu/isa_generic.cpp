@@ -22,13 +22,16 @@ struct Scalar1 {
   // Separate multiply and add: fma() from <cmath> would be a slow libm call without FMA.
   static Reg fma(Reg a, Reg b, Reg c) { return a * b + c; }
   // torch.relu keeps NaN (v != v), unlike `v > 0 ? v : 0`.
-  static Reg relu(Reg v) { return (v > Scalar(0) || v != v) ? v : Scalar(0); }
+  static Reg relu(Reg v) { return relu_scalar(v); }
+  static void sum4(const Reg r[4], T out[4]) {
+    for (int j = 0; j < 4; ++j) out[j] = r[j];
+  }
 };
 
 }  // namespace
 
 MicroKernels generic_microkernels() {
-  return {make_microkernel<Scalar1<float>, 4, 8>(), make_microkernel<Scalar1<double>, 4, 8>()};
+  return {make_microkernel<Scalar1<float>, 4, 8, 3>(), make_microkernel<Scalar1<double>, 4, 8, 3>()};
 }
 
 }  // namespace fusedmlp::cpu

@@ -1,6 +1,7 @@
-// The register micro-kernel, written once over a small vector interface `V`:
+// The register micro-kernels, written once over a small vector interface `V`:
 //   V::T, V::Reg, V::width, zero(), load(p), load_partial(p, n), store(p, r),
-//   store_partial(p, r, n), broadcast(p), fma(a, b, c) = a*b + c, relu(r).
+//   store_partial(p, r, n), broadcast(p), fma(a, b, c) = a*b + c, relu(r),
+//   sum4(r, out): out[j] = the sum of the lanes of r[j], j < 4.
 // Each isa_*.cpp defines its V types under its own `#pragma GCC target` and includes
 // this file. Everything here has internal linkage (unnamed namespace) on purpose: every
 // ISA unit gets its own copy, so no instruction set leaks into another unit's code.
@@ -78,9 +79,77 @@ void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64
   }
 }
 
-template <class V, int MR, int NV>
+// max(0, v) on one value, keeping NaN as torch.relu does.
+template <typename T>
+T relu_scalar(T v) {
+  return (v > T(0) || v != v) ? v : T(0);
+}
+
+// The dot-product micro-kernel: C tile = epilogue(init + A · B^T) for MR rows of A and
+// kDotNR rows of B, both read in place along K (the forward x · W^T with row-major x
+// and W: nothing is packed or transposed). Each accumulator holds V::width partial sums
+// of one element of C, reduced once after the K loop. Rows past m_valid / n_valid
+// re-read the last valid row (never out of bounds) and are not stored; the K tail is
+// loaded with zero-filled partial loads.
+template <class V, int MR>
+void dot_microkernel(int64_t kc, const typename V::T* a, int64_t lda, const typename V::T* b,
+                     int64_t ldb, typename V::T* c, int64_t ldc, int m_valid, int n_valid,
+                     const typename V::T* bias, bool accumulate, bool relu) {
+  using T = typename V::T;
+  constexpr int W = V::width;
+  constexpr int NR = kDotNR;
+  const T* a_rows[MR];
+  const T* b_rows[NR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) a_rows[i] = a + (i < m_valid ? i : m_valid - 1) * lda;
+#pragma GCC unroll 4
+  for (int j = 0; j < NR; ++j) b_rows[j] = b + (j < n_valid ? j : n_valid - 1) * ldb;
+
+  typename V::Reg acc[MR][NR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) acc[i][j] = V::zero();
+
+  // One step: the MR A vectors stay in registers while each B vector is loaded once.
+  auto step = [&](int64_t p, int valid) {
+    typename V::Reg av[MR];
+#pragma GCC unroll 16
+    for (int i = 0; i < MR; ++i)
+      av[i] = valid == W ? V::load(a_rows[i] + p) : V::load_partial(a_rows[i] + p, valid);
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) {
+      const typename V::Reg bv =
+          valid == W ? V::load(b_rows[j] + p) : V::load_partial(b_rows[j] + p, valid);
+#pragma GCC unroll 16
+      for (int i = 0; i < MR; ++i) acc[i][j] = V::fma(av[i], bv, acc[i][j]);
+    }
+  };
+  const int64_t k_full = kc / W * W;
+  for (int64_t p = 0; p < k_full; p += W) step(p, W);
+  if (k_full < kc) step(k_full, static_cast<int>(kc - k_full));
+
+  // Epilogue on NR values per row: init (bias, or C of the previous K block) + sums.
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) {
+    if (i >= m_valid) break;
+    T sums[NR];
+    V::sum4(acc[i], sums);
+    T* c_row = c + i * ldc;
+    for (int j = 0; j < n_valid; ++j) {
+      const T init = accumulate ? c_row[j] : bias ? bias[j] : T(0);
+      const T v = init + sums[j];
+      c_row[j] = relu ? relu_scalar(v) : v;
+    }
+  }
+}
+
+// MR x NV vectors for the broadcast kernel, DOT_MR x kDotNR for the dot-product kernel.
+template <class V, int MR, int NV, int DOT_MR>
 MicroKernel<typename V::T> make_microkernel() {
-  return {MR, NV * V::width, &microkernel<V, MR, NV>, 0, nullptr};
+  static_assert(kDotNR == 4, "sum4 reduces four accumulators");
+  return {MR, NV * V::width, &microkernel<V, MR, NV>, 0, nullptr, DOT_MR,
+          &dot_microkernel<V, DOT_MR>};
 }
 
 }  // namespace
