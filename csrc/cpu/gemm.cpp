@@ -129,7 +129,8 @@ bool keep(T y) {
 // over k in ascending order whichever loop order is used (deterministic, same result).
 template <typename T, bool kMasked>
 void pack_a_block(const GemmProblem<T>& pb, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
-                  int mr, T* dst, T* row_sums, bool first_k_block) {
+                  const MicroKernel<T>& uk, T* dst, T* row_sums, bool first_k_block) {
+  const int mr = uk.mr;
   // Rows of A (and of the mask) contiguous, as for grad_y in grad_x = g · W: walk each row
   // once, reading contiguously; otherwise walk k and read the MR values of each column.
   const bool row_major =
@@ -138,7 +139,11 @@ void pack_a_block(const GemmProblem<T>& pb, int64_t i0, int64_t mc, int64_t p0, 
     const int rows = static_cast<int>(std::min<int64_t>(mr, mc - ir));
     T* panel = dst + ir * kc;
     T sums[kMaxMR] = {};
-    if (row_major) {
+    if (row_major && uk.pack_rows && !row_sums) {  // the ISA's SIMD packing
+      uk.pack_rows(&pb.a.data[(i0 + ir) * pb.a.row_stride + p0], pb.a.row_stride,
+                   kMasked ? &pb.a_mask.data[(i0 + ir) * pb.a_mask.row_stride + p0] : nullptr,
+                   pb.a_mask.row_stride, rows, kc, panel);
+    } else if (row_major) {
       for (int i = 0; i < rows; ++i) {
         const T* a_row = &pb.a.data[(i0 + ir + i) * pb.a.row_stride + p0];
         const T* m_row = kMasked ? &pb.a_mask.data[(i0 + ir + i) * pb.a_mask.row_stride + p0]
@@ -155,6 +160,11 @@ void pack_a_block(const GemmProblem<T>& pb, int64_t i0, int64_t mc, int64_t p0, 
       }
       for (int i = rows; i < mr; ++i)
         for (int64_t p = 0; p < kc; ++p) panel[p * mr + i] = T(0);
+    } else if (pb.a.row_stride == 1 && (!kMasked || pb.a_mask.row_stride == 1) &&
+               uk.pack_cols) {  // column-major A: the ISA's SIMD packing
+      uk.pack_cols(&pb.a.data[(i0 + ir) + p0 * pb.a.col_stride], pb.a.col_stride,
+                   kMasked ? &pb.a_mask.data[(i0 + ir) + p0 * pb.a_mask.col_stride] : nullptr,
+                   pb.a_mask.col_stride, rows, kc, panel, sums);
     } else {
       for (int64_t p = 0; p < kc; ++p) {
         T* out = panel + p * mr;
@@ -203,70 +213,76 @@ void pack_b_block(const StridedMatrix<T>& b, int64_t p0, int64_t kc, int64_t j0,
   }
 }
 
+// The row blocks [ib_begin, ib_end) of column block jb, in Goto's order: each K block of
+// B is packed once and used by all of them (it stays in L2), then every row block packs
+// its A block (or reads A in place) and runs the micro-kernel over it. Each element of C
+// still sums its K blocks in ascending order, whatever the run's extent.
 template <typename T>
-void run_task(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking& blk,
-              const T* bias_padded, int64_t task) {
-  const int64_t ib = task / blk.n_blocks, jb = task % blk.n_blocks;
-  const int64_t i0 = ib * blk.mc, mc = std::min(blk.mc, pb.m - i0);
+void run_packed(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking& blk,
+                const T* bias_padded, int64_t jb, int64_t ib_begin, int64_t ib_end) {
   const int64_t j0 = jb * blk.nc, nc = std::min(blk.nc, pb.n - j0);
   // A is read in place when it is K-contiguous and needs no mask or row sums (the forward
   // pass: x is row-major); otherwise it is packed into MR-row panels.
   const bool pack_a = pb.a.col_stride != 1 || pb.a_mask.data || pb.a_row_sums;
   T* a_packed = pack_a ? scratch<T>(0, blk.mc * blk.kc) : nullptr;
   T* b_packed = scratch<T>(1, blk.kc * blk.nc);
-  // Row sums of A are taken once per row: by the tasks of the first column block.
+  // Row sums of A are taken once per row: by the runs of the first column block.
   T* row_sums = jb == 0 ? pb.a_row_sums : nullptr;
   int64_t p0 = 0;
   do {  // runs once when k == 0: C is then the epilogue of the bias alone
     const int64_t kc = std::min(blk.kc, pb.k - p0);
     const bool first = p0 == 0, last = p0 + kc >= pb.k;
     pack_b_block(pb.b, p0, kc, j0, nc, uk, b_packed);
-    if (pb.a_mask.data)
-      pack_a_block<T, true>(pb, i0, mc, p0, kc, uk.mr, a_packed, row_sums, first);
-    else if (pack_a)
-      pack_a_block<T, false>(pb, i0, mc, p0, kc, uk.mr, a_packed, row_sums, first);
-    for (int64_t ir = 0; ir < mc; ir += uk.mr) {
-      const T* a = pack_a ? a_packed + ir * kc : &pb.a.data[(i0 + ir) * pb.a.row_stride + p0];
-      const int64_t a_row_stride = pack_a ? 1 : pb.a.row_stride;
-      const int64_t a_k_stride = pack_a ? uk.mr : 1;
-      for (int64_t jr = 0; jr < nc; jr += uk.nr) {
-        uk.run(kc, a, a_row_stride, a_k_stride, b_packed + jr * kc,
-               pb.c + (i0 + ir) * pb.n + j0 + jr, pb.n,
-               static_cast<int>(std::min<int64_t>(uk.mr, mc - ir)),
-               static_cast<int>(std::min<int64_t>(uk.nr, nc - jr)),
-               bias_padded ? bias_padded + j0 + jr : nullptr, !first, pb.relu && last);
+    for (int64_t ib = ib_begin; ib < ib_end; ++ib) {
+      const int64_t i0 = ib * blk.mc, mc = std::min(blk.mc, pb.m - i0);
+      if (pb.a_mask.data)
+        pack_a_block<T, true>(pb, i0, mc, p0, kc, uk, a_packed, row_sums, first);
+      else if (pack_a)
+        pack_a_block<T, false>(pb, i0, mc, p0, kc, uk, a_packed, row_sums, first);
+      for (int64_t ir = 0; ir < mc; ir += uk.mr) {
+        const T* a = pack_a ? a_packed + ir * kc : &pb.a.data[(i0 + ir) * pb.a.row_stride + p0];
+        const int64_t a_row_stride = pack_a ? 1 : pb.a.row_stride;
+        const int64_t a_k_stride = pack_a ? uk.mr : 1;
+        for (int64_t jr = 0; jr < nc; jr += uk.nr) {
+          uk.run(kc, a, a_row_stride, a_k_stride, b_packed + jr * kc,
+                 pb.c + (i0 + ir) * pb.n + j0 + jr, pb.n,
+                 static_cast<int>(std::min<int64_t>(uk.mr, mc - ir)),
+                 static_cast<int>(std::min<int64_t>(uk.nr, nc - jr)),
+                 bias_padded ? bias_padded + j0 + jr : nullptr, !first, pb.relu && last);
+        }
       }
     }
     p0 += kc;
   } while (p0 < pb.k);
 }
 
-// One task of the dot-product path (A and B^T both K-contiguous, nothing to mask or sum):
-// the same blocks as run_task, but tiles are read in place and B rows are walked 4 at a
-// time with the A block streamed past them.
+// The same blocks on the dot-product path (A and B^T both K-contiguous, nothing to mask
+// or sum): tiles are read in place, B rows walked 4 at a time with the A block streamed
+// past them.
 template <typename T>
-void run_dot_task(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking& blk,
-                  const T* bias_padded, int64_t task) {
-  const int64_t ib = task / blk.n_blocks, jb = task % blk.n_blocks;
-  const int64_t i0 = ib * blk.mc, mc = std::min(blk.mc, pb.m - i0);
+void run_dot(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking& blk,
+             const T* bias_padded, int64_t jb, int64_t ib_begin, int64_t ib_end) {
   const int64_t j0 = jb * blk.nc, nc = std::min(blk.nc, pb.n - j0);
   const StridedMatrix<T> bt = pb.b.transposed();  // n x k, rows K-contiguous
-  int64_t p0 = 0;
-  do {  // runs once when k == 0: C is then the epilogue of the bias alone
-    const int64_t kc = std::min(blk.kc, pb.k - p0);
-    const bool first = p0 == 0, last = p0 + kc >= pb.k;
-    for (int64_t jr = 0; jr < nc; jr += kDotNR) {
-      const T* b = &bt.data[(j0 + jr) * bt.row_stride + p0];
-      const int n_valid = static_cast<int>(std::min<int64_t>(kDotNR, nc - jr));
-      for (int64_t ir = 0; ir < mc; ir += uk.dot_mr) {
-        uk.dot(kc, &pb.a.data[(i0 + ir) * pb.a.row_stride + p0], pb.a.row_stride, b,
-               bt.row_stride, pb.c + (i0 + ir) * pb.n + j0 + jr, pb.n,
-               static_cast<int>(std::min<int64_t>(uk.dot_mr, mc - ir)), n_valid,
-               bias_padded ? bias_padded + j0 + jr : nullptr, !first, pb.relu && last);
+  for (int64_t ib = ib_begin; ib < ib_end; ++ib) {
+    const int64_t i0 = ib * blk.mc, mc = std::min(blk.mc, pb.m - i0);
+    int64_t p0 = 0;
+    do {  // runs once when k == 0: C is then the epilogue of the bias alone
+      const int64_t kc = std::min(blk.kc, pb.k - p0);
+      const bool first = p0 == 0, last = p0 + kc >= pb.k;
+      for (int64_t jr = 0; jr < nc; jr += kDotNR) {
+        const T* b = &bt.data[(j0 + jr) * bt.row_stride + p0];
+        const int n_valid = static_cast<int>(std::min<int64_t>(kDotNR, nc - jr));
+        for (int64_t ir = 0; ir < mc; ir += uk.dot_mr) {
+          uk.dot(kc, &pb.a.data[(i0 + ir) * pb.a.row_stride + p0], pb.a.row_stride, b,
+                 bt.row_stride, pb.c + (i0 + ir) * pb.n + j0 + jr, pb.n,
+                 static_cast<int>(std::min<int64_t>(uk.dot_mr, mc - ir)), n_valid,
+                 bias_padded ? bias_padded + j0 + jr : nullptr, !first, pb.relu && last);
+        }
       }
-    }
-    p0 += kc;
-  } while (p0 < pb.k);
+      p0 += kc;
+    } while (p0 < pb.k);
+  }
 }
 
 }  // namespace
@@ -298,13 +314,19 @@ void gemm(const GemmProblem<T>& pb) {
     for (int64_t j = 0; j < pb.n; ++j) bias_padded[j] = pb.bias[j * pb.bias_stride];
   }
   const T* bias_ptr = pb.bias ? bias_padded.data() : nullptr;
+  // Tasks are (column block, row block) pairs numbered column-major, so a thread's range
+  // is a few runs of row blocks sharing a column block (and its packed B).
   at::parallel_for(0, blk.m_blocks * blk.n_blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t t = begin; t < end; ++t) {
+    for (int64_t t = begin; t < end;) {
+      const int64_t jb = t / blk.m_blocks;
+      const int64_t run_end = std::min(end, (jb + 1) * blk.m_blocks);
+      const int64_t ib_begin = t - jb * blk.m_blocks, ib_end = run_end - jb * blk.m_blocks;
       if (dot) {
-        run_dot_task(pb, uk, blk, bias_ptr, t);
+        run_dot(pb, uk, blk, bias_ptr, jb, ib_begin, ib_end);
       } else {
-        run_task(pb, uk, blk, bias_ptr, t);
+        run_packed(pb, uk, blk, bias_ptr, jb, ib_begin, ib_end);
       }
+      t = run_end;
     }
   });
 }

@@ -37,6 +37,16 @@ struct MicroKernel {
   // K-contiguous, as x and W are in the forward pass: one dot_mr x kDotNR tile of C from
   // A rows a[i * lda + p] and B rows b[j * ldb + p], nothing packed. Same init/epilogue
   // contract as `run` (bias: n_valid values).
+  // Packs `rows` (<= mr) rows of a row-major A into one MR-row panel, k-major, rows past
+  // `rows` zero: dst[p * mr + i] = A(i, p), or 0 where mask(i, p) <= 0 when mask is given
+  // (the ReLU mask of grad_y in grad_x = g · W). Null where the portable loop is used.
+  void (*pack_rows)(const T* a, int64_t lda, const T* mask, int64_t ldm, int rows, int64_t kc,
+                    T* dst);
+  // The same for a column-major A (A(i, p) = a[p * lda + i], as g^T in grad_w = g^T · x),
+  // also adding each row's (masked) values to sums[i] in ascending p, as the portable
+  // loop does: the same grad_b bits either way.
+  void (*pack_cols)(const T* a, int64_t lda, const T* mask, int64_t ldm, int rows, int64_t kc,
+                    T* dst, T* sums);
   int dot_mr;
   void (*dot)(int64_t kc, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
               int64_t ldc, int m_valid, int n_valid, const T* bias, bool accumulate,

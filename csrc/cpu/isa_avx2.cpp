@@ -56,24 +56,85 @@ struct F64x4 {
   }
 };
 
-// dst[p * dst_ld + j] = src[j * src_ld + p] for an 8 x 8 float tile, in registers.
-void transpose_8x8(const float* src, int64_t src_ld, float* dst, int64_t dst_ld) {
-  __m256 r[8], t[8];
-  for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * src_ld);
+// Transposes the 8 x 8 float tile r[0..7] (rows) in registers: r[p][j] becomes r[j][p].
+inline void transpose_8x8_regs(__m256 r[8]) {
+  __m256 t[8];
   for (int j = 0; j < 8; j += 2) {  // interleave row pairs
     t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
     t[j + 1] = _mm256_unpackhi_ps(r[j], r[j + 1]);
   }
+  __m256 q[8];
   for (int h = 0; h < 8; h += 4) {  // 4 x 4 blocks within each 128-bit lane
-    r[h] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));
-    r[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));
-    r[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));
-    r[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    q[h] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    q[h + 1] = _mm256_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    q[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    q[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));
   }
   for (int p = 0; p < 4; ++p) {  // swap the 128-bit lanes between the two halves
-    _mm256_storeu_ps(dst + p * dst_ld, _mm256_permute2f128_ps(r[p], r[p + 4], 0x20));
-    _mm256_storeu_ps(dst + (p + 4) * dst_ld, _mm256_permute2f128_ps(r[p], r[p + 4], 0x31));
+    r[p] = _mm256_permute2f128_ps(q[p], q[p + 4], 0x20);
+    r[p + 4] = _mm256_permute2f128_ps(q[p], q[p + 4], 0x31);
   }
+}
+
+// dst[p * dst_ld + j] = src[j * src_ld + p] for an 8 x 8 float tile.
+void transpose_8x8(const float* src, int64_t src_ld, float* dst, int64_t dst_ld) {
+  __m256 r[8];
+  for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * src_ld);
+  transpose_8x8_regs(r);
+  for (int p = 0; p < 8; ++p) _mm256_storeu_ps(dst + p * dst_ld, r[p]);
+}
+
+// MicroKernel::pack_rows for the 6 x 16 kernel: 8 columns of the (masked) rows at a time
+// are transposed in registers and stored as 8 panel rows of 6 (4 + 2 floats), instead of
+// 48 scalar stores 24 bytes apart.
+constexpr int kF32Rows = 6;  // MR of the fp32 kernel
+void pack_rows_6(const float* a, int64_t lda, const float* mask, int64_t ldm, int rows,
+                 int64_t kc, float* dst) {
+  const __m256 zero = _mm256_setzero_ps();
+  int64_t p = 0;
+  for (; p + 8 <= kc; p += 8) {
+    __m256 r[8];
+    for (int i = 0; i < 8; ++i) {
+      if (i >= rows) {
+        r[i] = zero;
+        continue;
+      }
+      r[i] = _mm256_loadu_ps(a + i * lda + p);
+      // keep where !(y <= 0): NLE_UQ is true for NaN too, as threshold_backward is.
+      if (mask) r[i] = _mm256_and_ps(r[i], _mm256_cmp_ps(_mm256_loadu_ps(mask + i * ldm + p), zero, _CMP_NLE_UQ));
+    }
+    transpose_8x8_regs(r);
+    for (int q = 0; q < 8; ++q) {
+      float* out = dst + (p + q) * kF32Rows;
+      _mm_storeu_ps(out, _mm256_castps256_ps128(r[q]));
+      _mm_storel_pi(reinterpret_cast<__m64*>(out + 4), _mm256_extractf128_ps(r[q], 1));
+    }
+  }
+  for (; p < kc; ++p) {  // the last kc % 8 columns
+    float* out = dst + p * kF32Rows;
+    for (int i = 0; i < kF32Rows; ++i) {
+      const float v = i < rows ? a[i * lda + p] : 0.0f;
+      out[i] = (i < rows && mask && mask[i * ldm + p] <= 0.0f) ? 0.0f : v;
+    }
+  }
+}
+
+// MicroKernel::pack_cols for the 6 x 16 kernel: each column of the panel is one
+// contiguous run of A^T, loaded (masked to `rows` lanes), selected and stored at once.
+void pack_cols_6(const float* a, int64_t lda, const float* mask, int64_t ldm, int rows,
+                 int64_t kc, float* dst, float* sums) {
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256i valid = lanes32(rows);
+  __m256 sum = _mm256_maskload_ps(sums, valid);
+  for (int64_t p = 0; p < kc; ++p) {
+    __m256 v = _mm256_maskload_ps(a + p * lda, valid);
+    if (mask) v = _mm256_and_ps(v, _mm256_cmp_ps(_mm256_maskload_ps(mask + p * ldm, valid), zero, _CMP_NLE_UQ));
+    sum = _mm256_add_ps(sum, v);
+    float* out = dst + p * kF32Rows;
+    _mm_storeu_ps(out, _mm256_castps256_ps128(v));
+    _mm_storel_pi(reinterpret_cast<__m64*>(out + 4), _mm256_extractf128_ps(v, 1));
+  }
+  _mm256_maskstore_ps(sums, valid, sum);
 }
 
 // The same for a 4 x 4 double tile.
@@ -95,9 +156,11 @@ void transpose_4x4(const double* src, int64_t src_ld, double* dst, int64_t dst_l
 // 6 x 16 fp32: 12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers.
 // Dot-product 3 x 4: 12 accumulators + 3 A vectors + 1 B vector = 16.
 MicroKernels avx2_microkernels() {
-  MicroKernels k{make_microkernel<F32x8, 6, 2, 3>(), make_microkernel<F64x4, 6, 2, 3>()};
+  MicroKernels k{make_microkernel<F32x8, kF32Rows, 2, 3>(), make_microkernel<F64x4, 6, 2, 3>()};
   k.f32.transpose_tile = 8;
   k.f32.transpose = &transpose_8x8;
+  k.f32.pack_rows = &pack_rows_6;
+  k.f32.pack_cols = &pack_cols_6;
   k.f64.transpose_tile = 4;
   k.f64.transpose = &transpose_4x4;
   return k;

@@ -148,7 +148,7 @@ void dot_microkernel(int64_t kc, const typename V::T* a, int64_t lda, const type
 template <class V, int MR, int NV, int DOT_MR>
 MicroKernel<typename V::T> make_microkernel() {
   static_assert(kDotNR == 4, "sum4 reduces four accumulators");
-  return {MR, NV * V::width, &microkernel<V, MR, NV>, 0, nullptr, DOT_MR,
+  return {MR, NV * V::width, &microkernel<V, MR, NV>, 0, nullptr, nullptr, nullptr, DOT_MR,
           &dot_microkernel<V, DOT_MR>};
 }
 
