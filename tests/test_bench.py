@@ -1,0 +1,31 @@
+"""benchmarks/bench.py end to end at tiny settings: every table RESULTS.md quotes is
+produced, with the ratios and ceilings computed from its own measurements."""
+import json
+import pathlib
+import subprocess
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_cpu_benchmark_writes_every_table(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--shapes", "8x16x4,3x5x7",
+         "--min-run-time", "0.01", "--no-compile", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(out.read_text())
+    assert [r["size"] for r in results["gemm"]] == [1024, 2048]
+    assert results["peak_gflops"] == max(max(r["mm_gflops"], r["fused_gflops"])
+                                         for r in results["gemm"])
+    assert [r["shape"] for r in results["layers"]] == ["8x16->4", "3x5->7"]
+    for row in results["layers"]:
+        for key in ("fwd_vs_eager", "fwdbwd_vs_eager", "fwd_ceiling", "fwdbwd_ceiling"):
+            assert row[key] > 0, key
+        assert row["fwd_vs_eager"] == row["fwd_eager_us"] / row["fwd_fused_us"]
+    (step,) = results["train"]
+    assert step["batch"] == 64 and step["vs_eager"] == step["eager_us"] / step["fused_us"]
+    gemm_us = step["gemm_flop"] / results["peak_gflops"] / 1e3
+    assert step["ceiling"] == step["eager_us"] / (gemm_us + step["eager_batch1_us"])
+    assert "| 8x16->4 |" in proc.stdout and "ceiling" in proc.stdout
