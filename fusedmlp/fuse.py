@@ -15,6 +15,10 @@ Two ways to find the pairs:
 Replacing the Linear at its own path with ``FusedLinearReLU.from_linear`` keeps parameter
 names (``state_dict`` keys) and Parameter objects; a fused-away ``nn.ReLU`` slot becomes
 ``nn.Identity`` so that the Sequential's indices, and the keys after it, do not move.
+
+With ``plain_linear=True`` the ``nn.Linear`` layers left over (an output layer, a Linear
+called twice, ...) then run on ``FusedLinear``: the same layer on our kernels, which beat
+eager most at the small shapes such layers usually have.
 """
 import copy
 import logging
@@ -45,6 +49,9 @@ class FuseReport:
 
     fused: List[str] = field(default_factory=list)
     """Qualified names of the ``nn.Linear`` layers now running fused with their ReLU."""
+    linear: List[str] = field(default_factory=list)
+    """Qualified names of the ``nn.Linear`` layers now running on ``FusedLinear`` (no ReLU;
+    only with ``plain_linear=True``), every name a shared layer is registered under."""
     skipped: Dict[str, str] = field(default_factory=dict)
     """``nn.Linear`` name -> why it was left as it was."""
     traced: bool = True
@@ -52,11 +59,14 @@ class FuseReport:
 
     def __str__(self) -> str:
         lines = [f"fused {len(self.fused)} Linear->ReLU pair(s): {', '.join(self.fused) or '-'}"]
+        if self.linear:
+            lines.append(f"ran {len(self.linear)} Linear layer(s) on FusedLinear: "
+                         f"{', '.join(self.linear)}")
         lines += [f"left {name}: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
 
 
-def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
+def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) -> nn.Module:
     """``model`` with its Linear -> ReLU pairs running on ``FusedLinearReLU``: the same
     parameters, outputs and gradients (within float32 rounding).
 
@@ -70,6 +80,10 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
     Linear that is called more than once, or whose output is also used other than by the
     ReLU, is left alone. What was fused and what was left is logged (logger
     ``"fusedmlp"``) and returned as ``result.fuse_report`` (a :class:`FuseReport`).
+
+    ``plain_linear=True`` also moves every remaining ``nn.Linear`` (without hooks, of a
+    dtype and device our kernels take) onto ``FusedLinear`` at each path it is registered
+    under, one ``FusedLinear`` per layer object so that sharing is kept.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fuse: model must be an nn.Module, got {type(model).__name__}")
@@ -87,6 +101,8 @@ def fuse(model: nn.Module, inplace: bool = False) -> nn.Module:
             f"nn.Linear layers left unfused: {left}", stacklevel=2)
     else:
         result, report = _fuse_traced(model, graph_module)
+    if plain_linear:
+        _run_plain_linears_fused(result, report)
     result.fuse_report = report
     logger.info("fusedmlp.fuse(%s): %s", type(model).__name__, report)
     return result
@@ -278,6 +294,26 @@ def _fuse_sequentials_untraced(model: nn.Module) -> FuseReport:
     for sequential, index in fusable_slots:
         _fuse_sequential_slot(sequential, index)
     return report
+
+
+def _run_plain_linears_fused(model: nn.Module, report: FuseReport) -> None:
+    """Every nn.Linear still in ``model`` that our kernels can run becomes a FusedLinear (the
+    same Parameters), at every registration; recorded in ``report``."""
+    replacements = {}
+    for parent_name, parent in list(model.named_modules()):
+        for child_name, child in list(parent._modules.items()):  # named_children() dedups
+            if type(child) is not nn.Linear:
+                continue
+            name = f"{parent_name}.{child_name}" if parent_name else child_name
+            why = _why_not_fusable(child)
+            if why:
+                report.skipped[name] = why
+                continue
+            if id(child) not in replacements:
+                replacements[id(child)] = FusedLinear.from_linear(child)
+            setattr(parent, child_name, replacements[id(child)])
+            report.linear.append(name)
+            report.skipped.pop(name, None)
 
 
 def _first_line(error: Exception) -> str:

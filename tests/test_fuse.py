@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 import fusedmlp
-from fusedmlp import FusedLinearReLU
+from fusedmlp import FusedLinear, FusedLinearReLU
 
 
 def fused_layer_names(model):
@@ -364,3 +364,54 @@ def test_fuse_under_no_grad_still_traces():
     with torch.no_grad():
         fused = fusedmlp.fuse(ClassicNet())
     assert isinstance(fused, fx.GraphModule) and fused_layer_names(fused) == ["fc1"]
+
+
+def fused_linear_names(model):
+    return sorted(name for name, m in model.named_modules() if type(m) is FusedLinear)
+
+
+def test_plain_linear_moves_the_output_layer_onto_fused_linear():
+    model = ClassicNet("torch.relu")
+    fused = fusedmlp.fuse(model, plain_linear=True)
+    assert fused_layer_names(fused) == ["fc1"] and fused_linear_names(fused) == ["fc2"]
+    assert linear_names(fused) == []
+    assert fused.fuse_report.linear == ["fc2"] and fused.fuse_report.skipped == {}
+    assert "FusedLinear: fc2" in str(fused.fuse_report)
+    assert fused.fc2.weight is not model.fc2.weight  # deep-copied (inplace=False) ...
+    assert list(fused.state_dict()) == list(model.state_dict())  # ... under the same names
+    assert_same_function(model, fused, torch.randn(6, 1, 28, 28))
+
+
+def test_plain_linear_keeps_a_shared_layer_shared():
+    model = SharedInSequential()
+    fused = fusedmlp.fuse(model, plain_linear=True)
+    # seq.0 and seq.2 are one nn.Linear called twice: not fused with a ReLU, but one
+    # FusedLinear at both slots, over the one pair of Parameters.
+    assert fused_layer_names(fused) == ["seq.4"]
+    assert fused.seq[0] is fused.seq[2] and type(fused.seq[0]) is FusedLinear
+    assert fused.fuse_report.linear == ["seq.0", "seq.2"] and fused.fuse_report.skipped == {}
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+def test_plain_linear_leaves_what_the_kernels_cannot_run():
+    model = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    seen = []
+    model[0].register_forward_hook(lambda module, args, out: seen.append(out))
+    fused = fusedmlp.fuse(model, plain_linear=True)
+    assert linear_names(fused) == ["0"] and fused_linear_names(fused) == ["2"]
+    assert "hooks" in fused.fuse_report.skipped["0"]
+    fused(torch.randn(3, 8))
+    assert len(seen) == 1
+    half = fusedmlp.fuse(nn.Sequential(nn.Linear(4, 2)).to(torch.bfloat16), plain_linear=True)
+    assert linear_names(half) == ["0"] and "bfloat16" in half.fuse_report.skipped["0"]
+
+
+def test_plain_linear_on_an_untraceable_model():
+    model = DataDependent()
+    with pytest.warns(UserWarning, match="could not trace"):
+        fused = fusedmlp.fuse(model, plain_linear=True)
+    assert fused_layer_names(fused) == ["body.0", "body.2.0"]
+    assert fused_linear_names(fused) == ["body.3", "head"] and fused.fuse_report.skipped == {}
+    x = torch.randn(32, 8).abs()
+    assert_same_function(model, fused, x)
+    assert_same_function(model, fused, -x)

@@ -151,7 +151,7 @@ def test_fused_and_plain_training_losses_match():
 def test_default_run_reaches_90_percent_and_losses_agree(capsys):
     assert train.main([]) == 0
     out = capsys.readouterr().out
-    assert "fusedmlp.fuse: fused 1 Linear->ReLU pair(s): fc1" in out
+    assert "fusedmlp.fuse: fused 1 Linear->ReLU pair(s): fc1\nran 1 Linear layer(s) on FusedLinear: fc2" in out
     rows = [line.split("|") for line in out.splitlines() if re.match(r"^\s+\d+ \|", line)]
     assert [int(row[0]) for row in rows] == list(range(1, 11))
     for row in rows:
@@ -164,12 +164,14 @@ def test_default_run_reaches_90_percent_and_losses_agree(capsys):
 
 def test_command_smoke_run_with_plot(tmp_path):
     plot = tmp_path / "curves.png"
-    command = [sys.executable, "-m", "fusedmlp.train", "--epochs", "1", "--plot", str(plot)]
+    command = [sys.executable, "-m", "fusedmlp.train", "--epochs", "1", "--plot", str(plot),
+               "--keep-fc2"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert FINAL_LINE.match(lines[-1]), lines[-1]
-    assert "fusedmlp.fuse: fused 1 Linear->ReLU pair(s): fc1" in result.stdout
+    assert "fusedmlp.fuse: fused 1 Linear->ReLU pair(s): fc1\n" in result.stdout
+    assert "FusedLinear" not in result.stdout  # --keep-fc2
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
