@@ -97,6 +97,9 @@ def strided_cases(dtype, device="cpu"):
         "bias_sliced": (randn(rows, k), randn(n, k), randn(3 * n)[::3]),
         "bias_expanded": (randn(rows, k), randn(n, k), randn(1).expand(n)),
         "nd_x_permuted": (randn(k, 2, 5).permute(1, 2, 0), randn(n, k), randn(n)),
+        # Rows 48 elements apart (fp32: 3 cache lines, which the CPU backward reads in place)
+        # and 45 used: full panels in place, the 13-column edge panel packed.
+        "x_and_weight_rows_48_apart": (randn(rows, 48)[:, :45], randn(n, 48)[:, :45], randn(n)),
     }
 
 

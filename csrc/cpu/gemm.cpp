@@ -213,6 +213,16 @@ void pack_b_block(const StridedMatrix<T>& b, int64_t p0, int64_t kc, int64_t j0,
   }
 }
 
+// Whether the micro-kernel reads B's NR-column panels in place instead of packed: B must
+// be row-major, and its rows an odd number of 64-byte lines apart, so that the KC rows of a
+// panel spread over every L1 set (a row stride of 4 KiB, N = 1024 fp32, would put them
+// all in one 8-way set). x and W of the backward GEMMs at 784 features qualify (49 lines).
+template <typename T>
+bool reads_b_in_place(const StridedMatrix<T>& b, int64_t elem_size) {
+  const int64_t row_bytes = b.row_stride * elem_size;
+  return b.col_stride == 1 && row_bytes % 64 == 0 && (row_bytes / 64) % 2 == 1;
+}
+
 // The row blocks [ib_begin, ib_end) of column block jb, in Goto's order: each K block of
 // B is packed once and used by all of them (it stays in L2), then every row block packs
 // its A block (or reads A in place) and runs the micro-kernel over it. Each element of C
@@ -228,11 +238,16 @@ void run_packed(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocki
   T* b_packed = scratch<T>(1, blk.kc * blk.nc);
   // Row sums of A are taken once per row: by the runs of the first column block.
   T* row_sums = jb == 0 ? pb.a_row_sums : nullptr;
+  // Full NR-column panels of a row-major B are read in place; only the edge panel is
+  // packed (zero padded).
+  const bool b_in_place = reads_b_in_place(pb.b, sizeof(T));
+  const int64_t nc_in_place = b_in_place ? nc / uk.nr * uk.nr : 0;
   int64_t p0 = 0;
   do {  // runs once when k == 0: C is then the epilogue of the bias alone
     const int64_t kc = std::min(blk.kc, pb.k - p0);
     const bool first = p0 == 0, last = p0 + kc >= pb.k;
-    pack_b_block(pb.b, p0, kc, j0, nc, uk, b_packed);
+    if (nc_in_place < nc)
+      pack_b_block(pb.b, p0, kc, j0 + nc_in_place, nc - nc_in_place, uk, b_packed);
     for (int64_t ib = ib_begin; ib < ib_end; ++ib) {
       const int64_t i0 = ib * blk.mc, mc = std::min(blk.mc, pb.m - i0);
       if (pb.a_mask.data)
@@ -244,7 +259,10 @@ void run_packed(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocki
         const int64_t a_row_stride = pack_a ? 1 : pb.a.row_stride;
         const int64_t a_k_stride = pack_a ? uk.mr : 1;
         for (int64_t jr = 0; jr < nc; jr += uk.nr) {
-          uk.run(kc, a, a_row_stride, a_k_stride, b_packed + jr * kc,
+          const bool in_place = jr < nc_in_place;
+          const T* b = in_place ? &pb.b.data[p0 * pb.b.row_stride + j0 + jr]
+                                : b_packed + (jr - nc_in_place) * kc;
+          uk.run(kc, a, a_row_stride, a_k_stride, b, in_place ? pb.b.row_stride : uk.nr,
                  pb.c + (i0 + ir) * pb.n + j0 + jr, pb.n,
                  static_cast<int>(std::min<int64_t>(uk.mr, mc - ir)),
                  static_cast<int>(std::min<int64_t>(uk.nr, nc - jr)),

@@ -19,7 +19,8 @@ enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
 //   C[0:m_valid, 0:n_valid] = epilogue(init + A_panel · B_panel)
 // A(i, p) = a[i * a_row_stride + p * a_k_stride]: a packed panel (strides 1, MR) or, when
 // A is already K-contiguous, A itself (strides lda, 1; rows >= m_valid are never read).
-// b: kc x NR, packed k-major (b[p*NR + j]), zero padded.
+// b: kc x NR, b[p * ldb + j]: a packed panel (ldb = NR, zero padded) or, for a full
+// panel of a row-major B, B itself (ldb = its row stride).
 // init is the tile of C itself when `accumulate` (a later K block), else `bias` (NR
 // values, zero padded; may be null for zero). `relu` applies max(0, v) keeping NaN.
 template <typename T>
@@ -27,7 +28,7 @@ struct MicroKernel {
   int mr;
   int nr;
   void (*run)(int64_t kc, const T* a, int64_t a_row_stride, int64_t a_k_stride, const T* b,
-              T* c, int64_t ldc, int m_valid, int n_valid, const T* bias, bool accumulate,
+              int64_t ldb, T* c, int64_t ldc, int m_valid, int n_valid, const T* bias, bool accumulate,
               bool relu);
   // Packing helper for B = W^T: transposes a tile x tile block,
   // dst[p * dst_ld + j] = src[j * src_ld + p]. Null (tile 0) where plain C++ does as well.

@@ -15,7 +15,7 @@ namespace {  // NOLINT: see above
 // C tile = epilogue(init + A_panel · B_panel); MR rows x NV vectors of V::width columns.
 template <class V, int MR, int NV>
 void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64_t a_k_stride,
-                 const typename V::T* b, typename V::T* c, int64_t ldc, int m_valid,
+                 const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc, int m_valid,
                  int n_valid, const typename V::T* bias, bool accumulate, bool relu) {
   constexpr int W = V::width;
   constexpr int NR = NV * W;
@@ -46,7 +46,7 @@ void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64
   for (int64_t p = 0; p < kc; ++p) {
     typename V::Reg bv[NV];
 #pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) bv[j] = V::load(b + p * NR + j * W);
+    for (int j = 0; j < NV; ++j) bv[j] = V::load(b + p * ldb + j * W);
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i) {
       const typename V::Reg av = V::broadcast(a_rows[i] + p * a_k_stride);
