@@ -90,6 +90,8 @@ constexpr BlockLimits kPackedLimits{1024, 2048, 192};
 // the A block MC x KC (256 KiB) is re-read from L2 for every 4 rows of B.
 constexpr BlockLimits kDotLimits{4096, 2048, 64};
 constexpr int64_t kDotMaxRows = 512;
+// Multiply-adds per thread below which a GEMM does not use another thread (~5 us of work).
+constexpr int64_t kMinWorkPerThread = 256 * 1024;
 
 // Cache-sized blocks, shrunk so that small problems still give every thread a task.
 Blocking choose_blocking(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t elem_size,
@@ -321,10 +323,14 @@ void gemm(const GemmProblem<T>& pb) {
   // (strided operands, the masked backward GEMMs) goes through packed panels.
   const bool dot = uk.dot && pb.a.col_stride == 1 && pb.b.row_stride == 1 &&
                    !pb.a_mask.data && !pb.a_row_sums && pb.m <= kDotMaxRows;
+  // Threads only for work that outweighs waking them: a tiny GEMM (an MLP's 128 -> 10
+  // layer) runs faster on the calling thread, and does not wait on a descheduled worker.
+  const int64_t threads = std::clamp<int64_t>(pb.m * pb.n * pb.k / kMinWorkPerThread, 1,
+                                              at::get_num_threads());
   const Blocking blk = dot ? choose_blocking(pb.m, pb.n, pb.k, uk.dot_mr, kDotNR, sizeof(T),
-                                             kDotLimits, at::get_num_threads())
+                                             kDotLimits, threads)
                            : choose_blocking(pb.m, pb.n, pb.k, uk.mr, uk.nr, sizeof(T),
-                                             kPackedLimits, at::get_num_threads());
+                                             kPackedLimits, threads);
   // The micro-kernel loads NR bias values at once: give it a zero-padded contiguous copy.
   std::vector<T> bias_padded;
   if (pb.bias) {
@@ -334,7 +340,7 @@ void gemm(const GemmProblem<T>& pb) {
   const T* bias_ptr = pb.bias ? bias_padded.data() : nullptr;
   // Tasks are (column block, row block) pairs numbered column-major, so a thread's range
   // is a few runs of row blocks sharing a column block (and its packed B).
-  at::parallel_for(0, blk.m_blocks * blk.n_blocks, 1, [&](int64_t begin, int64_t end) {
+  const auto run_tasks = [&](int64_t begin, int64_t end) {
     for (int64_t t = begin; t < end;) {
       const int64_t jb = t / blk.m_blocks;
       const int64_t run_end = std::min(end, (jb + 1) * blk.m_blocks);
@@ -346,7 +352,13 @@ void gemm(const GemmProblem<T>& pb) {
       }
       t = run_end;
     }
-  });
+  };
+  const int64_t tasks = blk.m_blocks * blk.n_blocks;
+  if (threads == 1) {
+    run_tasks(0, tasks);
+  } else {
+    at::parallel_for(0, tasks, 1, run_tasks);
+  }
 }
 
 template <typename T>
