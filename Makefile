@@ -55,15 +55,17 @@ fuzz: $(VENV)/.built
 
 # The CPU suite on an AddressSanitizer + UBSan build of the extension, built apart in
 # build/asan so the normal build is untouched. torch itself is not instrumented, so ASan
-# is preloaded; leak checking is off (CPython and torch keep allocations until exit), and
-# the RSS test is left out (ASan's quarantine keeps freed memory by design).
+# is preloaded; leak checking is off (CPython and torch keep allocations until exit); the
+# RSS test is left out (ASan's quarantine keeps freed memory by design), and so is the
+# benchmark smoke test (it times; benchmarks/ is not copied next to the build).
 ASAN_LIB := build/asan/lib
 sanitize: $(VENV)/.deps
 	FUSEDMLP_SANITIZE=1 FUSEDMLP_CUDA=0 $(PY) setup.py build --build-base build/asan --build-lib $(ASAN_LIB)
 	cp -r tests $(ASAN_LIB)/
 	cd $(ASAN_LIB) && LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  $(abspath $(PY)) -m pytest -q -p no:cacheprovider tests -k "not ddp and not compile and not export" \
+	  $(abspath $(PY)) -m pytest -q -p no:cacheprovider --rootdir . tests \
+	  -k "not ddp and not compile and not export" --ignore tests/test_bench.py \
 	  --deselect tests/test_reliability.py::test_no_memory_growth_over_3000_training_steps
 
 clean:
