@@ -7,6 +7,7 @@
 
 #include <stdexcept>
 
+#include "cpu/gemm.h"
 #include "cpu/isa.h"
 
 TORCH_LIBRARY(fusedmlp, m) {
@@ -63,6 +64,10 @@ PyObject* set_cpu_isa(PyObject*, PyObject* arg) {
   });
 }
 
+PyObject* fma_peak_gflops(PyObject*, PyObject*) {
+  return as_value_error([] { return PyFloat_FromDouble(fusedmlp::cpu::fma_peak_gflops()); });
+}
+
 PyObject* cuda_built(PyObject*, PyObject*) {
 #ifdef FUSEDMLP_WITH_CUDA
   Py_RETURN_TRUE;
@@ -77,6 +82,8 @@ PyMethodDef methods[] = {
     {"set_cpu_isa", set_cpu_isa, METH_O,
      "Use the 'generic', 'avx2' or 'avx512' CPU micro-kernels (ValueError if unsupported)."},
     {"cuda_built", cuda_built, METH_NOARGS, "Whether the CUDA kernels were compiled in."},
+    {"fma_peak_gflops", fma_peak_gflops, METH_NOARGS,
+     "float32 FMA peak (GF/s) of the active CPU ISA on all torch threads, measured now."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

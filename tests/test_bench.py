@@ -17,8 +17,10 @@ def test_cpu_benchmark_writes_every_table(tmp_path):
     assert proc.returncode == 0, proc.stderr
     results = json.loads(out.read_text())
     assert [r["size"] for r in results["gemm"]] == [1024, 2048]
-    assert results["peak_gflops"] == max(max(r["mm_gflops"], r["fused_gflops"])
-                                         for r in results["gemm"])
+    peak = results["fma_peak_gflops"]
+    assert peak > 0
+    for row in results["gemm"]:
+        assert row["fused_peak_share"] == row["fused_gflops"] / peak
     assert [r["shape"] for r in results["layers"]] == ["8x16->4", "3x5->7"]
     for row in results["layers"]:
         for key in ("fwd_vs_eager", "fwdbwd_vs_eager", "fwd_ceiling", "fwdbwd_ceiling"):
@@ -26,6 +28,6 @@ def test_cpu_benchmark_writes_every_table(tmp_path):
         assert row["fwd_vs_eager"] == row["fwd_eager_us"] / row["fwd_fused_us"]
     (step,) = results["train"]
     assert step["batch"] == 64 and step["vs_eager"] == step["eager_us"] / step["fused_us"]
-    gemm_us = step["gemm_flop"] / results["peak_gflops"] / 1e3
+    gemm_us = step["gemm_flop"] / peak / 1e3
     assert step["ceiling"] == step["eager_us"] / (gemm_us + step["eager_batch1_us"])
-    assert "| 8x16->4 |" in proc.stdout and "ceiling" in proc.stdout
+    assert "| 8x16->4 |" in proc.stdout and "ceiling" in proc.stdout and "% peak" in proc.stdout

@@ -229,3 +229,17 @@ def test_double_backward_matches_eager_on_edge_shapes(x_shape, w_shape):
             assert a is None or torch.count_nonzero(a) == 0
         else:
             torch.testing.assert_close(a, e)
+
+
+def test_fma_peak_probe_is_a_plausible_rate():
+    """The benchmark's ceilings divide by it: it must be a measured, finite, positive rate,
+    and a thread more must not make it smaller by more than noise."""
+    from fusedmlp import _C
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _C.fma_peak_gflops()
+    finally:
+        torch.set_num_threads(before)
+    assert 0.1 < one < 1e4
+    assert _C.fma_peak_gflops() > 0.5 * one

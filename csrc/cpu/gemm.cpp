@@ -9,6 +9,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <new>
 #include <stdexcept>
@@ -359,6 +360,26 @@ void gemm(const GemmProblem<T>& pb) {
   } else {
     at::parallel_for(0, tasks, 1, run_tasks);
   }
+}
+
+double fma_peak_gflops() {
+  const MicroKernel<float> uk = active_microkernel<float>();
+  const int64_t threads = at::get_num_threads();
+  constexpr int64_t kRounds = 1 << 20;  // ~2 ms per thread at 10 GF/s-class cores
+  double best = 0.0;
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    std::vector<double> flops(threads, 0.0);
+    const auto start = std::chrono::steady_clock::now();
+    at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) flops[t] = uk.fma_probe(kRounds);
+    });
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    double total = 0.0;
+    for (double f : flops) total += f;
+    best = std::max(best, total / seconds / 1e9);
+  }
+  return best;
 }
 
 template <typename T>

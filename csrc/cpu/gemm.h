@@ -38,6 +38,11 @@ struct GemmProblem {
 template <typename T>
 void gemm(const GemmProblem<T>& problem);
 
+// The float32 FMA peak of this machine in GF/s, on the active ISA's vectors and all
+// at::get_num_threads() threads: the best of a few ~20 ms register-only runs. The
+// benchmark's ceilings and "% of FMA peak" columns are taken against it.
+double fma_peak_gflops();
+
 // out[r] = sum over c of A(r, c) (masked as in GemmProblem), for when no GEMM runs.
 template <typename T>
 void masked_row_sums(int64_t m, int64_t k, StridedMatrix<T> a, StridedMatrix<T> a_mask, T* out);

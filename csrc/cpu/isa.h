@@ -52,6 +52,8 @@ struct MicroKernel {
   void (*dot)(int64_t kc, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
               int64_t ldc, int m_valid, int n_valid, const T* bias, bool accumulate,
               bool relu);
+  // Runs `rounds` of 12 independent vector FMA chains; returns the flops done.
+  double (*fma_probe)(int64_t rounds);
 };
 
 struct MicroKernels {
