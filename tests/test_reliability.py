@@ -1,7 +1,6 @@
 """Reliability: concurrent callers, no memory growth, pickling, DDP training."""
 import os
 import pickle
-import socket
 import threading
 
 import pytest
@@ -77,16 +76,12 @@ def test_pickle_modules_for_multiprocessing():
     torch.testing.assert_close(clone(x), model(x))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank, world, port, fused, out_path):
+def _ddp_worker(rank, world, store_path, fused, out_path):
     import torch.distributed as dist
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # Rendezvous through a file, not a TCP port picked in advance: another process could
+    # take that port before rank 0 binds it (the TCP store then aborts the worker).
+    dist.init_process_group("gloo", init_method=f"file://{store_path}", rank=rank,
+                            world_size=world)
     torch.set_num_threads(1)
     torch.manual_seed(0)  # identical initial weights in every rank and for both models
     first = fusedmlp.FusedLinearReLU(20, 16) if fused else nn.Linear(20, 16)
@@ -105,12 +100,26 @@ def _ddp_worker(rank, world, port, fused, out_path):
     dist.destroy_process_group()
 
 
+def _run_ddp(store, fused, out, attempts=3):
+    """Two gloo workers. torch 2.14's gloo aborts a worker now and then ("terminate called
+    without an active exception", SIGABRT): 9 of 60 two-process runs here, with plain
+    nn.Linear and fusedmlp not even imported. Such a run is retried in a fresh store; any
+    other failure, or a third abort, fails the test."""
+    for attempt in range(attempts):
+        try:
+            mp.start_processes(_ddp_worker, args=(2, f"{store}_{attempt}", fused, str(out)),
+                               nprocs=2, join=True, start_method="spawn")
+            return
+        except mp.ProcessExitedException as error:
+            if error.signal_name != "SIGABRT" or attempt == attempts - 1:
+                raise
+
+
 def test_ddp_with_fused_layers_matches_nn_linear(tmp_path):
     params = {}
     for fused in (False, True):
         out = tmp_path / f"params_{fused}.pt"
-        mp.start_processes(_ddp_worker, args=(2, _free_port(), fused, str(out)), nprocs=2,
-                           join=True, start_method="spawn")
+        _run_ddp(tmp_path / f"store_{fused}", fused, out)
         params[fused] = torch.load(out)
     assert len(params[True]) == len(params[False]) == 4
     for p, q in zip(params[True], params[False]):
