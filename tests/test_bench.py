@@ -29,5 +29,5 @@ def test_cpu_benchmark_writes_every_table(tmp_path):
     (step,) = results["train"]
     assert step["batch"] == 64 and step["vs_eager"] == step["eager_us"] / step["fused_us"]
     gemm_us = step["gemm_flop"] / peak / 1e3
-    assert step["ceiling"] == step["eager_us"] / (gemm_us + step["eager_batch1_us"])
+    assert step["ceiling"] == step["eager_us"] / (gemm_us + step["fused_batch1_us"])
     assert "| 8x16->4 |" in proc.stdout and "ceiling" in proc.stdout and "% peak" in proc.stdout
