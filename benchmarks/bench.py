@@ -77,8 +77,8 @@ def bench_gemm(size, dtype, min_run_time):
     x = torch.randn(size, size, dtype=dtype)
     w = torch.randn(size, size, dtype=dtype)
     with torch.no_grad():
-        t = interleaved_us({"mm": lambda: torch.mm(x, w.t()), "fused": lambda: fusedmlp.linear(x, w)},
-                           min_run_time)
+        t = interleaved_us({"mm": lambda: torch.mm(x, w.t()),
+                            "fused": lambda: fusedmlp.linear(x, w)}, min_run_time)
     mm_us, ours_us = t["mm"], t["fused"]
     flop = 2.0 * size ** 3
     return {"size": size, "mm_us": mm_us, "fused_us": ours_us,
@@ -159,7 +159,8 @@ def bench_training_step(batch, min_run_time, with_compile):
     fused_fc1 = fusedmlp.fuse(plain)
     # GEMM work of a step: fc1 forward and grad_w (the input needs no grad), fc2 forward,
     # grad_x and grad_w.
-    steps = {"eager": make_step(plain), "fused": make_step(fused), "fused_fc1": make_step(fused_fc1),
+    steps = {"eager": make_step(plain), "fused": make_step(fused),
+             "fused_fc1": make_step(fused_fc1),
              # The same steps on one sample: GEMMs ~1/64 of the work, the rest is not.
              "eager_batch1": make_step(copy.deepcopy(plain), rows=1),
              "fused_batch1": make_step(copy.deepcopy(fused), rows=1)}

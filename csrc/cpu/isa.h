@@ -28,8 +28,8 @@ struct MicroKernel {
   int mr;
   int nr;
   void (*run)(int64_t kc, const T* a, int64_t a_row_stride, int64_t a_k_stride, const T* b,
-              int64_t ldb, T* c, int64_t ldc, int m_valid, int n_valid, const T* bias, bool accumulate,
-              bool relu);
+              int64_t ldb, T* c, int64_t ldc, int m_valid, int n_valid, const T* bias,
+              bool accumulate, bool relu);
   // Packing helper for B = W^T: transposes a tile x tile block,
   // dst[p * dst_ld + j] = src[j * src_ld + p]. Null (tile 0) where plain C++ does as well.
   int transpose_tile;

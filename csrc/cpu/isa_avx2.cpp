@@ -101,7 +101,9 @@ void pack_rows_6(const float* a, int64_t lda, const float* mask, int64_t ldm, in
       }
       r[i] = _mm256_loadu_ps(a + i * lda + p);
       // keep where !(y <= 0): NLE_UQ is true for NaN too, as threshold_backward is.
-      if (mask) r[i] = _mm256_and_ps(r[i], _mm256_cmp_ps(_mm256_loadu_ps(mask + i * ldm + p), zero, _CMP_NLE_UQ));
+      if (mask)
+        r[i] = _mm256_and_ps(
+            r[i], _mm256_cmp_ps(_mm256_loadu_ps(mask + i * ldm + p), zero, _CMP_NLE_UQ));
     }
     transpose_8x8_regs(r);
     for (int q = 0; q < 8; ++q) {
@@ -128,7 +130,9 @@ void pack_cols_6(const float* a, int64_t lda, const float* mask, int64_t ldm, in
   __m256 sum = _mm256_maskload_ps(sums, valid);
   for (int64_t p = 0; p < kc; ++p) {
     __m256 v = _mm256_maskload_ps(a + p * lda, valid);
-    if (mask) v = _mm256_and_ps(v, _mm256_cmp_ps(_mm256_maskload_ps(mask + p * ldm, valid), zero, _CMP_NLE_UQ));
+    if (mask)
+      v = _mm256_and_ps(
+          v, _mm256_cmp_ps(_mm256_maskload_ps(mask + p * ldm, valid), zero, _CMP_NLE_UQ));
     sum = _mm256_add_ps(sum, v);
     float* out = dst + p * kF32Rows;
     _mm_storeu_ps(out, _mm256_castps256_ps128(v));
@@ -156,7 +160,8 @@ void transpose_4x4(const double* src, int64_t src_ld, double* dst, int64_t dst_l
 // 6 x 16 fp32: 12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers.
 // Dot-product 3 x 4: 12 accumulators + 3 A vectors + 1 B vector = 16.
 MicroKernels avx2_microkernels() {
-  MicroKernels k{make_microkernel<F32x8, kF32Rows, 2, 3>(), make_microkernel<F64x4, 6, 2, 3>()};
+  MicroKernels k{make_microkernel<F32x8, kF32Rows, 2, 3>(),
+                 make_microkernel<F64x4, 6, 2, 3>()};
   k.f32.transpose_tile = 8;
   k.f32.transpose = &transpose_8x8;
   k.f32.pack_rows = &pack_rows_6;

@@ -31,7 +31,8 @@ struct Scalar1 {
 }  // namespace
 
 MicroKernels generic_microkernels() {
-  return {make_microkernel<Scalar1<float>, 4, 8, 3>(), make_microkernel<Scalar1<double>, 4, 8, 3>()};
+  return {make_microkernel<Scalar1<float>, 4, 8, 3>(),
+          make_microkernel<Scalar1<double>, 4, 8, 3>()};
 }
 
 }  // namespace fusedmlp::cpu
