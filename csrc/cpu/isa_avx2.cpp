@@ -84,10 +84,34 @@ void transpose_8x8(const float* src, int64_t src_ld, float* dst, int64_t dst_ld)
   for (int p = 0; p < 8; ++p) _mm256_storeu_ps(dst + p * dst_ld, r[p]);
 }
 
+// The panels of the fp32 and fp64 kernels have 6 rows (their MR).
+constexpr int kPanelRows = 6;
+
+// keep(y) = !(y <= 0) per lane, as in gemm.cpp: NLE_UQ is true for NaN too, as
+// threshold_backward is. v & keep(y) zeroes the dropped lanes.
+inline __m256 masked(__m256 v, __m256 y) {
+  return _mm256_and_ps(v, _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_NLE_UQ));
+}
+inline __m256d masked(__m256d v, __m256d y) {
+  return _mm256_and_pd(v, _mm256_cmp_pd(y, _mm256_setzero_pd(), _CMP_NLE_UQ));
+}
+
+// pack_rows for columns [p, kc) one value at a time (what the 8- or 4-wide steps leave).
+template <typename T>
+void pack_rows_rest(const T* a, int64_t lda, const T* mask, int64_t ldm, int rows, int64_t p,
+                    int64_t kc, T* dst) {
+  for (; p < kc; ++p) {
+    T* out = dst + p * kPanelRows;
+    for (int i = 0; i < kPanelRows; ++i) {
+      const T v = i < rows ? a[i * lda + p] : T(0);
+      out[i] = (i < rows && mask && mask[i * ldm + p] <= T(0)) ? T(0) : v;
+    }
+  }
+}
+
 // MicroKernel::pack_rows for the 6 x 16 kernel: 8 columns of the (masked) rows at a time
 // are transposed in registers and stored as 8 panel rows of 6 (4 + 2 floats), instead of
 // 48 scalar stores 24 bytes apart.
-constexpr int kF32Rows = 6;  // MR of the fp32 kernel
 void pack_rows_6(const float* a, int64_t lda, const float* mask, int64_t ldm, int rows,
                  int64_t kc, float* dst) {
   const __m256 zero = _mm256_setzero_ps();
@@ -100,59 +124,102 @@ void pack_rows_6(const float* a, int64_t lda, const float* mask, int64_t ldm, in
         continue;
       }
       r[i] = _mm256_loadu_ps(a + i * lda + p);
-      // keep where !(y <= 0): NLE_UQ is true for NaN too, as threshold_backward is.
-      if (mask)
-        r[i] = _mm256_and_ps(
-            r[i], _mm256_cmp_ps(_mm256_loadu_ps(mask + i * ldm + p), zero, _CMP_NLE_UQ));
+      if (mask) r[i] = masked(r[i], _mm256_loadu_ps(mask + i * ldm + p));
     }
     transpose_8x8_regs(r);
     for (int q = 0; q < 8; ++q) {
-      float* out = dst + (p + q) * kF32Rows;
+      float* out = dst + (p + q) * kPanelRows;
       _mm_storeu_ps(out, _mm256_castps256_ps128(r[q]));
       _mm_storel_pi(reinterpret_cast<__m64*>(out + 4), _mm256_extractf128_ps(r[q], 1));
     }
   }
-  for (; p < kc; ++p) {  // the last kc % 8 columns
-    float* out = dst + p * kF32Rows;
-    for (int i = 0; i < kF32Rows; ++i) {
-      const float v = i < rows ? a[i * lda + p] : 0.0f;
-      out[i] = (i < rows && mask && mask[i * ldm + p] <= 0.0f) ? 0.0f : v;
-    }
-  }
+  pack_rows_rest(a, lda, mask, ldm, rows, p, kc, dst);
 }
 
 // MicroKernel::pack_cols for the 6 x 16 kernel: each column of the panel is one
 // contiguous run of A^T, loaded (masked to `rows` lanes), selected and stored at once.
 void pack_cols_6(const float* a, int64_t lda, const float* mask, int64_t ldm, int rows,
                  int64_t kc, float* dst, float* sums) {
-  const __m256 zero = _mm256_setzero_ps();
   const __m256i valid = lanes32(rows);
   __m256 sum = _mm256_maskload_ps(sums, valid);
   for (int64_t p = 0; p < kc; ++p) {
     __m256 v = _mm256_maskload_ps(a + p * lda, valid);
-    if (mask)
-      v = _mm256_and_ps(
-          v, _mm256_cmp_ps(_mm256_maskload_ps(mask + p * ldm, valid), zero, _CMP_NLE_UQ));
+    if (mask) v = masked(v, _mm256_maskload_ps(mask + p * ldm, valid));
     sum = _mm256_add_ps(sum, v);
-    float* out = dst + p * kF32Rows;
+    float* out = dst + p * kPanelRows;
     _mm_storeu_ps(out, _mm256_castps256_ps128(v));
     _mm_storel_pi(reinterpret_cast<__m64*>(out + 4), _mm256_extractf128_ps(v, 1));
   }
   _mm256_maskstore_ps(sums, valid, sum);
 }
 
-// The same for a 4 x 4 double tile.
-void transpose_4x4(const double* src, int64_t src_ld, double* dst, int64_t dst_ld) {
-  __m256d r[4], t[4];
-  for (int j = 0; j < 4; ++j) r[j] = _mm256_loadu_pd(src + j * src_ld);
+// Transposes the 4 x 4 double tile r[0..3] in registers: r[p][j] becomes r[j][p].
+inline void transpose_4x4_regs(__m256d r[4]) {
+  __m256d t[4];
   for (int j = 0; j < 4; j += 2) {
     t[j] = _mm256_unpacklo_pd(r[j], r[j + 1]);
     t[j + 1] = _mm256_unpackhi_pd(r[j], r[j + 1]);
   }
   for (int p = 0; p < 2; ++p) {
-    _mm256_storeu_pd(dst + p * dst_ld, _mm256_permute2f128_pd(t[p], t[p + 2], 0x20));
-    _mm256_storeu_pd(dst + (p + 2) * dst_ld, _mm256_permute2f128_pd(t[p], t[p + 2], 0x31));
+    r[p] = _mm256_permute2f128_pd(t[p], t[p + 2], 0x20);
+    r[p + 2] = _mm256_permute2f128_pd(t[p], t[p + 2], 0x31);
   }
+}
+
+// The same for a 4 x 4 double tile.
+void transpose_4x4(const double* src, int64_t src_ld, double* dst, int64_t dst_ld) {
+  __m256d r[4];
+  for (int j = 0; j < 4; ++j) r[j] = _mm256_loadu_pd(src + j * src_ld);
+  transpose_4x4_regs(r);
+  for (int p = 0; p < 4; ++p) _mm256_storeu_pd(dst + p * dst_ld, r[p]);
+}
+
+// pack_rows for fp64: 4 columns at a time, rows 0-3 and 4-5 (with two zero rows)
+// transposed as two 4 x 4 tiles and stored as 4 panel rows of 4 + 2 doubles.
+void pack_rows_6_f64(const double* a, int64_t lda, const double* mask, int64_t ldm, int rows,
+                     int64_t kc, double* dst) {
+  int64_t p = 0;
+  for (; p + 4 <= kc; p += 4) {
+    __m256d r[8];
+    for (int i = 0; i < 8; ++i) {
+      r[i] = _mm256_setzero_pd();
+      if (i >= rows) continue;
+      r[i] = _mm256_loadu_pd(a + i * lda + p);
+      if (mask) r[i] = masked(r[i], _mm256_loadu_pd(mask + i * ldm + p));
+    }
+    transpose_4x4_regs(r);
+    transpose_4x4_regs(r + 4);
+    for (int q = 0; q < 4; ++q) {
+      double* out = dst + (p + q) * kPanelRows;
+      _mm256_storeu_pd(out, r[q]);
+      _mm_storeu_pd(out + 4, _mm256_castpd256_pd128(r[4 + q]));
+    }
+  }
+  pack_rows_rest(a, lda, mask, ldm, rows, p, kc, dst);
+}
+
+// pack_cols for fp64: each panel column is 6 contiguous doubles of A^T, loaded as 4 + 2
+// masked lanes (masked-off lanes are never read), with the row sums kept per lane.
+void pack_cols_6_f64(const double* a, int64_t lda, const double* mask, int64_t ldm, int rows,
+                     int64_t kc, double* dst, double* sums) {
+  const __m256i valid_lo = lanes64(rows), valid_hi = lanes64(rows - 4);
+  __m256d sum_lo = _mm256_maskload_pd(sums, valid_lo);
+  __m256d sum_hi = _mm256_maskload_pd(sums + 4, valid_hi);
+  for (int64_t p = 0; p < kc; ++p) {
+    __m256d lo = _mm256_maskload_pd(a + p * lda, valid_lo);
+    __m256d hi = _mm256_maskload_pd(a + p * lda + 4, valid_hi);
+    if (mask) {
+      lo = masked(lo, _mm256_maskload_pd(mask + p * ldm, valid_lo));
+      hi = masked(hi, _mm256_maskload_pd(mask + p * ldm + 4, valid_hi));
+    }
+    sum_lo = _mm256_add_pd(sum_lo, lo);
+    sum_hi = _mm256_add_pd(sum_hi, hi);
+    double* out = dst + p * kPanelRows;
+    _mm256_storeu_pd(out, lo);
+    _mm_storeu_pd(out + 4, _mm256_castpd256_pd128(hi));
+  }
+  _mm256_maskstore_pd(sums, valid_lo, sum_lo);
+  _mm256_maskstore_pd(sums + 4, valid_hi, sum_hi);
 }
 
 }  // namespace
@@ -160,14 +227,16 @@ void transpose_4x4(const double* src, int64_t src_ld, double* dst, int64_t dst_l
 // 6 x 16 fp32: 12 accumulators + 2 B vectors + 1 broadcast = 15 of the 16 ymm registers.
 // Dot-product 3 x 4: 12 accumulators + 3 A vectors + 1 B vector = 16.
 MicroKernels avx2_microkernels() {
-  MicroKernels k{make_microkernel<F32x8, kF32Rows, 2, 3>(),
-                 make_microkernel<F64x4, 6, 2, 3>()};
+  MicroKernels k{make_microkernel<F32x8, kPanelRows, 2, 3>(),
+                 make_microkernel<F64x4, kPanelRows, 2, 3>()};
   k.f32.transpose_tile = 8;
   k.f32.transpose = &transpose_8x8;
   k.f32.pack_rows = &pack_rows_6;
   k.f32.pack_cols = &pack_cols_6;
   k.f64.transpose_tile = 4;
   k.f64.transpose = &transpose_4x4;
+  k.f64.pack_rows = &pack_rows_6_f64;
+  k.f64.pack_cols = &pack_cols_6_f64;
   return k;
 }
 
