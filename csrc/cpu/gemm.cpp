@@ -1,9 +1,12 @@
-// Blocking loops and packing, written once for every ISA and dtype; only the register
-// micro-kernel (isa_*.cpp) differs. Loop order (BLIS names):
-//   task (ic, jc) in parallel -> pc (K blocks, fixed order) -> pack B block, pack A block
-//     -> ir (MR panels of A; one A micro-panel stays in L1) -> jr (NR panels of B, from L2)
-// The K reduction of every output element runs in one thread in a fixed order, so the
-// result is bitwise identical for any thread count.
+// The blocked GEMM behind every CPU kernel: blocking, threading and the choice of path,
+// written once for every ISA and dtype (packing: pack.cpp; register micro-kernels:
+// isa_*.cpp). Packed path, loop order in BLIS names:
+//   jc (a thread takes a run of row blocks of one column block) -> pc (K blocks, fixed
+//   order) -> pack B block (L2) -> ic (row blocks) -> pack A block -> ir (MR panels of A;
+//   one micro-panel stays in L1) -> jr (NR panels of B, or B itself when read in place)
+// The forward x · W^T with contiguous operands and up to 512 rows takes the dot-product
+// kernel instead, which packs nothing. The K reduction of every output element runs in
+// one thread in a fixed order, so the result is bitwise identical for any thread count.
 #include "cpu/gemm.h"
 
 #include <ATen/Parallel.h>
@@ -16,11 +19,10 @@
 #include <vector>
 
 #include "cpu/isa.h"
+#include "cpu/pack.h"
 
 namespace fusedmlp::cpu {
 namespace {
-
-constexpr int kMaxMR = 16;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t round_up(int64_t a, int64_t b) { return ceil_div(a, b) * b; }
@@ -120,102 +122,6 @@ Blocking choose_blocking(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_
   return b;
 }
 
-// ReLU mask of the backward pass, matching torch's threshold_backward(grad, y, 0):
-// the gradient is dropped where y <= 0 and kept elsewhere (also where y is NaN).
-template <typename T>
-bool keep(T y) {
-  return !(y <= T(0));
-}
-
-// Packs rows [i0, i0+mc) x cols [p0, p0+kc) of A into MR-row panels, k-major, zero padded,
-// applying the mask and adding each row's sum to row_sums when given. Each row's sum runs
-// over k in ascending order whichever loop order is used (deterministic, same result).
-template <typename T, bool kMasked>
-void pack_a_block(const GemmProblem<T>& pb, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
-                  const MicroKernel<T>& uk, T* dst, T* row_sums, bool first_k_block) {
-  const int mr = uk.mr;
-  // Rows of A (and of the mask) contiguous, as for grad_y in grad_x = g · W: walk each row
-  // once, reading contiguously; otherwise walk k and read the MR values of each column.
-  const bool row_major =
-      pb.a.col_stride == 1 && (!kMasked || pb.a_mask.col_stride == 1);
-  for (int64_t ir = 0; ir < mc; ir += mr) {
-    const int rows = static_cast<int>(std::min<int64_t>(mr, mc - ir));
-    T* panel = dst + ir * kc;
-    T sums[kMaxMR] = {};
-    if (row_major && uk.pack_rows && !row_sums) {  // the ISA's SIMD packing
-      uk.pack_rows(&pb.a.data[(i0 + ir) * pb.a.row_stride + p0], pb.a.row_stride,
-                   kMasked ? &pb.a_mask.data[(i0 + ir) * pb.a_mask.row_stride + p0] : nullptr,
-                   pb.a_mask.row_stride, rows, kc, panel);
-    } else if (row_major) {
-      for (int i = 0; i < rows; ++i) {
-        const T* a_row = &pb.a.data[(i0 + ir + i) * pb.a.row_stride + p0];
-        const T* m_row = kMasked ? &pb.a_mask.data[(i0 + ir + i) * pb.a_mask.row_stride + p0]
-                                 : nullptr;
-        T sum = T(0);
-        for (int64_t p = 0; p < kc; ++p) {
-          // Both loads unconditional: a select, not a branch (the mask is random).
-          const T a = a_row[p];
-          const T v = kMasked ? (keep(m_row[p]) ? a : T(0)) : a;
-          panel[p * mr + i] = v;
-          sum += v;
-        }
-        sums[i] = sum;
-      }
-      for (int i = rows; i < mr; ++i)
-        for (int64_t p = 0; p < kc; ++p) panel[p * mr + i] = T(0);
-    } else if (pb.a.row_stride == 1 && (!kMasked || pb.a_mask.row_stride == 1) &&
-               uk.pack_cols) {  // column-major A: the ISA's SIMD packing
-      uk.pack_cols(&pb.a.data[(i0 + ir) + p0 * pb.a.col_stride], pb.a.col_stride,
-                   kMasked ? &pb.a_mask.data[(i0 + ir) + p0 * pb.a_mask.col_stride] : nullptr,
-                   pb.a_mask.col_stride, rows, kc, panel, sums);
-    } else {
-      for (int64_t p = 0; p < kc; ++p) {
-        T* out = panel + p * mr;
-        for (int i = 0; i < rows; ++i) {
-          const T a = pb.a(i0 + ir + i, p0 + p);
-          const T v = kMasked ? (keep(pb.a_mask(i0 + ir + i, p0 + p)) ? a : T(0)) : a;
-          out[i] = v;
-          sums[i] += v;
-        }
-        for (int i = rows; i < mr; ++i) out[i] = T(0);
-      }
-    }
-    if (row_sums) {
-      for (int i = 0; i < rows; ++i)
-        row_sums[i0 + ir + i] = first_k_block ? sums[i] : row_sums[i0 + ir + i] + sums[i];
-    }
-  }
-}
-
-// Packs rows [p0, p0+kc) x cols [j0, j0+nc) of B into NR-column panels, k-major, zero padded.
-template <typename T>
-void pack_b_block(const StridedMatrix<T>& b, int64_t p0, int64_t kc, int64_t j0, int64_t nc,
-                  const MicroKernel<T>& uk, T* dst) {
-  const int nr = uk.nr;
-  for (int64_t jr = 0; jr < nc; jr += nr) {
-    const int cols = static_cast<int>(std::min<int64_t>(nr, nc - jr));
-    T* panel = dst + jr * kc;
-    const T* src = &b.data[p0 * b.row_stride + (j0 + jr) * b.col_stride];
-    int64_t p_done = 0;
-    int j_done = 0;
-    const int tile = uk.transpose_tile;
-    if (b.row_stride == 1 && tile > 0) {  // B = W^T, W row-major: SIMD tile transposes
-      p_done = kc / tile * tile;
-      j_done = cols / tile * tile;
-      for (int64_t p = 0; p < p_done; p += tile)
-        for (int j = 0; j < j_done; j += tile)
-          uk.transpose(src + j * b.col_stride + p, b.col_stride, panel + p * nr + j, nr);
-    }
-    // What the tiles did not cover: the right columns of every row, then the bottom rows.
-    for (int64_t p = 0; p < kc; ++p) {
-      T* out = panel + p * nr;
-      for (int j = p < p_done ? j_done : 0; j < cols; ++j)
-        out[j] = src[p * b.row_stride + j * b.col_stride];
-      for (int j = cols; j < nr; ++j) out[j] = T(0);
-    }
-  }
-}
-
 // Whether the micro-kernel reads B's NR-column panels in place instead of packed: B must
 // be row-major, and its rows an odd number of 64-byte lines apart, so that the KC rows of a
 // panel spread over every L1 set (a row stride of 4 KiB, N = 1024 fp32, would put them
@@ -253,10 +159,7 @@ void run_packed(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocki
       pack_b_block(pb.b, p0, kc, j0 + nc_in_place, nc - nc_in_place, uk, b_packed);
     for (int64_t ib = ib_begin; ib < ib_end; ++ib) {
       const int64_t i0 = ib * blk.mc, mc = std::min(blk.mc, pb.m - i0);
-      if (pb.a_mask.data)
-        pack_a_block<T, true>(pb, i0, mc, p0, kc, uk, a_packed, row_sums, first);
-      else if (pack_a)
-        pack_a_block<T, false>(pb, i0, mc, p0, kc, uk, a_packed, row_sums, first);
+      if (pack_a) pack_a_block(pb, i0, mc, p0, kc, uk, a_packed, row_sums, first);
       for (int64_t ir = 0; ir < mc; ir += uk.mr) {
         const T* a = pack_a ? a_packed + ir * kc : &pb.a.data[(i0 + ir) * pb.a.row_stride + p0];
         const int64_t a_row_stride = pack_a ? 1 : pb.a.row_stride;
