@@ -57,7 +57,7 @@ struct F64x4 {
 };
 
 // Transposes the 8 x 8 float tile r[0..7] (rows) in registers: r[p][j] becomes r[j][p].
-inline void transpose_8x8_regs(__m256 r[8]) {
+inline void transpose_regs(__m256 r[8]) {
   __m256 t[8];
   for (int j = 0; j < 8; j += 2) {  // interleave row pairs
     t[j] = _mm256_unpacklo_ps(r[j], r[j + 1]);
@@ -76,12 +76,28 @@ inline void transpose_8x8_regs(__m256 r[8]) {
   }
 }
 
-// dst[p * dst_ld + j] = src[j * src_ld + p] for an 8 x 8 float tile.
-void transpose_8x8(const float* src, int64_t src_ld, float* dst, int64_t dst_ld) {
-  __m256 r[8];
-  for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(src + j * src_ld);
-  transpose_8x8_regs(r);
-  for (int p = 0; p < 8; ++p) _mm256_storeu_ps(dst + p * dst_ld, r[p]);
+// Transposes the 4 x 4 double tile r[0..3] in registers: r[p][j] becomes r[j][p].
+inline void transpose_regs(__m256d r[4]) {
+  __m256d t[4];
+  for (int j = 0; j < 4; j += 2) {
+    t[j] = _mm256_unpacklo_pd(r[j], r[j + 1]);
+    t[j + 1] = _mm256_unpackhi_pd(r[j], r[j + 1]);
+  }
+  for (int p = 0; p < 2; ++p) {
+    r[p] = _mm256_permute2f128_pd(t[p], t[p + 2], 0x20);
+    r[p + 2] = _mm256_permute2f128_pd(t[p], t[p + 2], 0x31);
+  }
+}
+
+// dst[p * dst_ld + j] = src[j * src_ld + p] for a V::width x V::width tile (MicroKernel::
+// transpose, used to pack B = W^T).
+template <class V>
+void transpose_tile(const typename V::T* src, int64_t src_ld, typename V::T* dst,
+                    int64_t dst_ld) {
+  typename V::Reg r[V::width];
+  for (int j = 0; j < V::width; ++j) r[j] = V::load(src + j * src_ld);
+  transpose_regs(r);
+  for (int p = 0; p < V::width; ++p) V::store(dst + p * dst_ld, r[p]);
 }
 
 // The panels of the fp32 and fp64 kernels have 6 rows (their MR).
@@ -126,7 +142,7 @@ void pack_rows_6(const float* a, int64_t lda, const float* mask, int64_t ldm, in
       r[i] = _mm256_loadu_ps(a + i * lda + p);
       if (mask) r[i] = masked(r[i], _mm256_loadu_ps(mask + i * ldm + p));
     }
-    transpose_8x8_regs(r);
+    transpose_regs(r);
     for (int q = 0; q < 8; ++q) {
       float* out = dst + (p + q) * kPanelRows;
       _mm_storeu_ps(out, _mm256_castps256_ps128(r[q]));
@@ -153,26 +169,6 @@ void pack_cols_6(const float* a, int64_t lda, const float* mask, int64_t ldm, in
   _mm256_maskstore_ps(sums, valid, sum);
 }
 
-// Transposes the 4 x 4 double tile r[0..3] in registers: r[p][j] becomes r[j][p].
-inline void transpose_4x4_regs(__m256d r[4]) {
-  __m256d t[4];
-  for (int j = 0; j < 4; j += 2) {
-    t[j] = _mm256_unpacklo_pd(r[j], r[j + 1]);
-    t[j + 1] = _mm256_unpackhi_pd(r[j], r[j + 1]);
-  }
-  for (int p = 0; p < 2; ++p) {
-    r[p] = _mm256_permute2f128_pd(t[p], t[p + 2], 0x20);
-    r[p + 2] = _mm256_permute2f128_pd(t[p], t[p + 2], 0x31);
-  }
-}
-
-// The same for a 4 x 4 double tile.
-void transpose_4x4(const double* src, int64_t src_ld, double* dst, int64_t dst_ld) {
-  __m256d r[4];
-  for (int j = 0; j < 4; ++j) r[j] = _mm256_loadu_pd(src + j * src_ld);
-  transpose_4x4_regs(r);
-  for (int p = 0; p < 4; ++p) _mm256_storeu_pd(dst + p * dst_ld, r[p]);
-}
 
 // pack_rows for fp64: 4 columns at a time, rows 0-3 and 4-5 (with two zero rows)
 // transposed as two 4 x 4 tiles and stored as 4 panel rows of 4 + 2 doubles.
@@ -187,8 +183,8 @@ void pack_rows_6_f64(const double* a, int64_t lda, const double* mask, int64_t l
       r[i] = _mm256_loadu_pd(a + i * lda + p);
       if (mask) r[i] = masked(r[i], _mm256_loadu_pd(mask + i * ldm + p));
     }
-    transpose_4x4_regs(r);
-    transpose_4x4_regs(r + 4);
+    transpose_regs(r);
+    transpose_regs(r + 4);
     for (int q = 0; q < 4; ++q) {
       double* out = dst + (p + q) * kPanelRows;
       _mm256_storeu_pd(out, r[q]);
@@ -230,11 +226,11 @@ MicroKernels avx2_microkernels() {
   MicroKernels k{make_microkernel<F32x8, kPanelRows, 2, 3>(),
                  make_microkernel<F64x4, kPanelRows, 2, 3>()};
   k.f32.transpose_tile = 8;
-  k.f32.transpose = &transpose_8x8;
+  k.f32.transpose = &transpose_tile<F32x8>;
   k.f32.pack_rows = &pack_rows_6;
   k.f32.pack_cols = &pack_cols_6;
   k.f64.transpose_tile = 4;
-  k.f64.transpose = &transpose_4x4;
+  k.f64.transpose = &transpose_tile<F64x4>;
   k.f64.pack_rows = &pack_rows_6_f64;
   k.f64.pack_cols = &pack_cols_6_f64;
   return k;
