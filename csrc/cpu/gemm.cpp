@@ -127,8 +127,8 @@ Blocking choose_blocking(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_
 // panel spread over every L1 set (a row stride of 4 KiB, N = 1024 fp32, would put them
 // all in one 8-way set). x and W of the backward GEMMs at 784 features qualify (49 lines).
 template <typename T>
-bool reads_b_in_place(const StridedMatrix<T>& b, int64_t elem_size) {
-  const int64_t row_bytes = b.row_stride * elem_size;
+bool reads_b_in_place(const StridedMatrix<T>& b) {
+  const int64_t row_bytes = b.row_stride * static_cast<int64_t>(sizeof(T));
   return b.col_stride == 1 && row_bytes % 64 == 0 && (row_bytes / 64) % 2 == 1;
 }
 
@@ -149,7 +149,7 @@ void run_packed(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocki
   T* row_sums = jb == 0 ? pb.a_row_sums : nullptr;
   // Full NR-column panels of a row-major B are read in place; only the edge panel is
   // packed (zero padded).
-  const bool b_in_place = reads_b_in_place(pb.b, sizeof(T));
+  const bool b_in_place = reads_b_in_place(pb.b);
   const int64_t nc_in_place = b_in_place ? nc / uk.nr * uk.nr : 0;
   int64_t p0 = 0;
   do {  // runs once when k == 0: C is then the epilogue of the bias alone
