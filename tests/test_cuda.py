@@ -24,7 +24,13 @@ DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 # (>= 132 tiles of 128 x 128: 2048 x 1160), and sizes just off the tile multiples.
 CUDA_SHAPES = ODD_SHAPES + [(512, 1024, 384), (1000, 784, 256), (130, 136, 129), (2049, 40, 72),
                             (2048, 72, 1160), (65536, 128, 128)]
-cuda_required = pytest.mark.usefixtures("cuda_kernels")
+
+
+def gpu_test(test):
+    """Marks a test that needs a GPU (skipped, with the reason, without one) and this
+    build's CUDA kernels (the cuda_kernels fixture fails it if a GPU is visible but the
+    build has none)."""
+    return requires_cuda(pytest.mark.usefixtures("cuda_kernels")(test))
 
 
 def shape_id(shape):
@@ -55,8 +61,7 @@ def test_cuda_kernels_were_compiled():
     assert fusedmlp.info()["cuda_built"]
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("shape", CUDA_SHAPES, ids=shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
@@ -64,8 +69,7 @@ def test_matches_float64_reference(shape, dtype, bias):
     check_against_reference(fusedmlp.linear_relu, *make(*shape, dtype, bias, device="cuda"))
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("shape", ODD_SHAPES[:6] + [(300, 70, 9), (512, 1024, 384)],
                          ids=shape_id)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -75,8 +79,7 @@ def test_linear_without_activation_matches_reference(shape, dtype, bias):
     check_against_reference(fusedmlp.linear, x, w, b, relu=False)
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("leading", [(2, 3), (4, 1, 2), ()], ids=["3d", "4d", "1d"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_nd_and_1d_input(leading, dtype):
@@ -86,8 +89,7 @@ def test_nd_and_1d_input(leading, dtype):
     check_against_reference(fusedmlp.linear_relu, x, w, b)
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("x_shape,w_shape", EMPTY_SHAPES, ids=EMPTY_IDS)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("op", ["linear_relu", "linear"])
@@ -95,8 +97,7 @@ def test_empty_dimensions(x_shape, w_shape, dtype, op):
     check_empty_dimensions(x_shape, w_shape, dtype, op, device="cuda")
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("case", list(strided_cases(torch.float32)))
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_strided_inputs(case, dtype):
@@ -105,8 +106,7 @@ def test_strided_inputs(case, dtype):
     check_against_reference(fusedmlp.linear_relu, x, w, b)
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_strided_large_operands(dtype):
     """Transposed and misaligned operands at sizes where every tile is full: the loaders'
@@ -118,8 +118,7 @@ def test_strided_large_operands(dtype):
     check_against_reference(fusedmlp.linear_relu, x, w, b)
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 def test_non_contiguous_grad_output():
     x, w, b = make(6, 9, 4, torch.float64, device="cuda")
     y = fusedmlp.linear_relu(x, w, b)
@@ -133,15 +132,13 @@ def test_non_contiguous_grad_output():
             torch.testing.assert_close(g, g_ref)
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_nan_and_inf_match_eager(dtype):
     check_nan_inf_parity(dtype, device="cuda")
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_relu_keeps_nan_drops_negative_zero_gradient(dtype):
     # pre-activations exactly [NaN, -1, 0, 2]: y = [NaN, 0, 0, 2]; grad passes where y > 0
@@ -157,8 +154,7 @@ def test_relu_keeps_nan_drops_negative_zero_gradient(dtype):
     assert gb.tolist() == [1.0, 0.0, 0.0, 1.0]
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("op", ["linear_relu", "linear"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 def test_gradcheck_fp64(op, bias):
@@ -170,8 +166,7 @@ def test_gradcheck_fp64(op, bias):
                                     eps=1e-6, atol=1e-8, rtol=1e-6)
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("op", ["linear_relu", "linear"])
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
 def test_gradgradcheck_fp64(op, bias):
@@ -182,8 +177,7 @@ def test_gradgradcheck_fp64(op, bias):
                                         rtol=1e-6)
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("needs", [(False, True, True), (True, False, False),
                                    (False, False, True), (True, True, False)])
 def test_only_requested_grads_are_computed(needs):
@@ -210,8 +204,7 @@ def opcheck_samples(dtype):
     ]
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("op", ["linear_relu", "linear"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_opcheck_forward(op, dtype):
@@ -219,22 +212,19 @@ def test_opcheck_forward(op, dtype):
         torch.library.opcheck(getattr(torch.ops.fusedmlp, op).default, args)
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("mask", [[True, True, True], [False, True, True], [True, False, False]])
 def test_opcheck_backward(mask):
     opcheck_backward_ops(mask, device="cuda")
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("backend,dynamic", [("inductor", False), ("aot_eager", True)])
 def test_compile_fullgraph_equals_eager(backend, dynamic):
     check_compile_equals_eager(backend, dynamic, device="cuda")
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", [(3000, 96, 70), (64, 784, 128), (65536, 128, 128)],
                          ids=shape_id)
@@ -252,8 +242,7 @@ def test_backward_bitwise_deterministic(dtype, shape):
             assert torch.equal(first, again)
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("autocast_dtype", REDUCED_PRECISION, ids=str)
 @pytest.mark.parametrize("op", ["linear_relu", "linear"])
 def test_autocast_runs_in_autocast_dtype_like_f_linear(autocast_dtype, op):
@@ -273,16 +262,14 @@ def test_autocast_runs_in_autocast_dtype_like_f_linear(autocast_dtype, op):
         torch.testing.assert_close(g, g_ref, **tolerances(autocast_dtype, 33))
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 def test_autocast_leaves_float64_alone():
     x, w, b = make(5, 7, 3, torch.float64, device="cuda")
     with torch.autocast("cuda"):
         assert fusedmlp.linear_relu(x, w, b).dtype == torch.float64
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 def test_autocast_under_compile():
     torch._dynamo.reset()
     model = SmallMLP().cuda()
@@ -294,8 +281,7 @@ def test_autocast_under_compile():
     torch.testing.assert_close(compiled, eager)
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.parametrize("op", ["linear_relu", "linear"])
 def test_mixed_devices_get_clear_error(op):
     x = torch.randn(2, 3, device="cuda")
@@ -312,8 +298,7 @@ def test_mixed_devices_get_clear_error(op):
         getattr(fusedmlp, op)(x, torch.randn(4, 3))
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 def test_dtype_mismatch_and_unsupported_dtype_on_cuda():
     x = torch.randn(2, 3, device="cuda")
     with pytest.raises(RuntimeError, match=r"expected weight to have the dtype of x \(Float\)"):
@@ -325,8 +310,7 @@ def test_dtype_mismatch_and_unsupported_dtype_on_cuda():
         fusedmlp.linear_relu(x8, w8)
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 def test_runs_on_the_current_stream():
     x, w, b = make(512, 256, 128, torch.float32, requires_grad=False, device="cuda")
     side = torch.cuda.Stream()
@@ -343,8 +327,7 @@ def test_runs_on_the_current_stream():
         torch.testing.assert_close(g, g_ref.float(), **tolerances(torch.float32, red))
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")
 def test_second_device_uses_its_own_guard():
     x, w, b = make(70, 33, 20, torch.float32, device="cuda:1")
@@ -353,8 +336,7 @@ def test_second_device_uses_its_own_guard():
     check_against_reference(fusedmlp.linear_relu, x, w, b)
 
 
-@requires_cuda
-@cuda_required
+@gpu_test
 def test_module_on_cuda_matches_linear_relu():
     torch.manual_seed(0)
     linear = nn.Linear(784, 128).cuda()
