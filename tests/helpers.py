@@ -152,6 +152,23 @@ def opcheck_backward_ops(mask, device="cpu"):
                           (torch.randn_like(y), x, w, mask))
 
 
+def same_init_as_nn_linear(layer_class, in_features, out_features, bias, seed):
+    """(layer, nn.Linear) built from the same seed, after checking that the layer has
+    nn.Linear's parameter names, shapes and dtypes, the same RNG draws (not just the same
+    distribution), and leaves the RNG where nn.Linear leaves it."""
+    torch.manual_seed(seed)
+    linear = nn.Linear(in_features, out_features, bias=bias)
+    after_linear = torch.get_rng_state()
+    torch.manual_seed(seed)
+    layer = layer_class(in_features, out_features, bias=bias)
+    assert torch.equal(torch.get_rng_state(), after_linear)
+    assert [n for n, _ in layer.named_parameters()] == [n for n, _ in linear.named_parameters()]
+    for (_, p), (_, q) in zip(layer.named_parameters(), linear.named_parameters()):
+        assert p.shape == q.shape and p.dtype == q.dtype
+        assert torch.equal(p, q)
+    return layer, linear
+
+
 class SmallMLP(nn.Module):
     """Fused hidden layer + fusedmlp.linear head, for compile/export tests."""
 

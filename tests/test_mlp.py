@@ -8,6 +8,7 @@ from torch import nn
 
 import fusedmlp
 from fusedmlp import FusedLinear, FusedLinearReLU, FusedMLP
+from helpers import same_init_as_nn_linear
 
 
 def plain_mlp(sizes, bias=True, dtype=None):
@@ -190,13 +191,7 @@ def test_optimizers_follow_the_plain_model(make_optimizer, request):
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_fused_linear_is_a_drop_in_for_nn_linear(bias):
-    torch.manual_seed(5)
-    linear = nn.Linear(9, 4, bias=bias)
-    torch.manual_seed(5)
-    fused = FusedLinear(9, 4, bias=bias)
-    assert [n for n, _ in fused.named_parameters()] == [n for n, _ in linear.named_parameters()]
-    for p, q in pairs(fused.parameters(), linear.parameters()):
-        assert torch.equal(p, q)
+    fused, linear = same_init_as_nn_linear(FusedLinear, 9, 4, bias, seed=5)
     assert repr(fused) == f"FusedLinear(in_features=9, out_features=4, bias={bias})"
     shared = FusedLinear.from_linear(linear)
     assert shared.weight is linear.weight and shared.bias is linear.bias

@@ -7,25 +7,12 @@ from torch import nn
 
 import fusedmlp
 from fusedmlp import FusedLinearReLU
+from helpers import same_init_as_nn_linear
 
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_same_parameters_and_init_as_nn_linear(bias):
-    torch.manual_seed(42)
-    linear = nn.Linear(37, 11, bias=bias)
-    torch.manual_seed(42)
-    fused = FusedLinearReLU(37, 11, bias=bias)
-    assert [n for n, _ in fused.named_parameters()] == [n for n, _ in linear.named_parameters()]
-    for (_, p), (_, q) in zip(fused.named_parameters(), linear.named_parameters()):
-        assert p.shape == q.shape and p.dtype == q.dtype
-        assert torch.equal(p, q)  # the same RNG draws, not just the same distribution
-    # and the RNG is left where nn.Linear leaves it
-    torch.manual_seed(42)
-    nn.Linear(37, 11, bias=bias)
-    after_linear = torch.rand(3)
-    torch.manual_seed(42)
-    FusedLinearReLU(37, 11, bias=bias)
-    assert torch.equal(torch.rand(3), after_linear)
+    same_init_as_nn_linear(FusedLinearReLU, 37, 11, bias, seed=42)
 
 
 def test_state_dict_loads_both_ways():
