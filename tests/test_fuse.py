@@ -10,34 +10,7 @@ from torch import fx, nn
 
 import fusedmlp
 from fusedmlp import FusedLinear, FusedLinearReLU
-
-
-def fused_layer_names(model):
-    return sorted(name for name, m in model.named_modules() if isinstance(m, FusedLinearReLU))
-
-
-def linear_names(model):
-    return sorted(name for name, m in model.named_modules() if type(m) is nn.Linear)
-
-
-def assert_same_function(original, fused, *inputs):
-    """Same outputs, and the same gradients for the inputs and for every parameter (by
-    name), within float32 rounding."""
-    def outputs_and_grads(model):
-        xs = [x.clone().requires_grad_() for x in inputs]
-        out = model(*xs)
-        weights = torch.randn(out.shape, dtype=out.dtype,
-                              generator=torch.Generator().manual_seed(1))
-        params = dict(model.named_parameters())
-        grads = torch.autograd.grad((out * weights).sum(), [*xs, *params.values()])
-        return out, dict(zip([f"input{i}" for i in range(len(xs))] + list(params), grads))
-
-    out, grads = outputs_and_grads(original)
-    out_fused, grads_fused = outputs_and_grads(fused)
-    torch.testing.assert_close(out_fused, out)
-    assert grads_fused.keys() == grads.keys()
-    for name, grad in grads.items():
-        torch.testing.assert_close(grads_fused[name], grad, msg=lambda m: f"grad of {name}: {m}")
+from helpers import assert_same_function, fused_layer_names, linear_names
 
 
 def nested_sequential(dtype=torch.float32):
