@@ -311,7 +311,8 @@ def _activation_fate(node: fx.Node, activation: str, module: Optional[nn.Module]
     return "kept" if activation in _IDEMPOTENT and not in_place else "graph"
 
 
-def _why_not_fusable(linear: nn.Linear, activation_module: Optional[nn.Module] = None) -> Optional[str]:
+def _why_not_fusable(linear: nn.Linear,
+                     activation_module: Optional[nn.Module] = None) -> Optional[str]:
     """Why this Linear (and its activation module, if any) cannot run fused, or None."""
     if linear.weight.dtype not in _FUSED_DTYPES:
         return f"its dtype is {linear.weight.dtype}; the fused kernels take float32 and float64"
