@@ -93,14 +93,14 @@ class FuseReport:
     output (exact, as ReLU is idempotent; one extra elementwise pass each)."""
 
     def __str__(self) -> str:
-        lines = [f"fused {len(self.fused)} Linear->ReLU pair(s): {', '.join(self.fused) or '-'}",
-                 f"route: {_ROUTE_DESCRIPTIONS[self.route]}"]
-        if self.activation_kept:
-            lines.append("ReLU call still runs in forward (idempotent, one extra pass) after: "
-                         + ", ".join(self.activation_kept))
+        lines = [f"fused {len(self.fused)} Linear->ReLU pair(s): {', '.join(self.fused) or '-'}"]
         if self.linear:
             lines.append(f"ran {len(self.linear)} Linear layer(s) on FusedLinear: "
                          f"{', '.join(self.linear)}")
+        lines.append(f"route: {_ROUTE_DESCRIPTIONS[self.route]}")
+        if self.activation_kept:
+            lines.append("ReLU call still runs in forward (idempotent, one extra pass) after: "
+                         + ", ".join(self.activation_kept))
         lines += [f"left {name}: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
 
