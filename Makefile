@@ -6,6 +6,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CUDA 13.0 build of torch, so the CUDA sources compile whenever a toolkit is present.
 TORCH_SPEC ?= torch==2.14.1
+# Library models the fuse() tests run on; torchvision's release is tied to torch's (change
+# both together, e.g. TORCH_SPEC=torch==2.13.0 TEST_MODEL_SPECS="torchvision==0.28.0 timm==1.0.31").
+TEST_MODEL_SPECS ?= torchvision==0.29.1 timm==1.0.31
 export MAX_JOBS ?= 2
 
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
@@ -18,7 +21,7 @@ setup: $(VENV)/.built
 $(VENV)/.deps: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet "$(TORCH_SPEC)" numpy pytest expecttest hypothesis ninja "setuptools>=64" wheel \
-		scikit-learn tqdm matplotlib
+		scikit-learn tqdm matplotlib $(TEST_MODEL_SPECS)
 	touch $@
 
 # The extension is compiled against the torch in the venv (hence --no-build-isolation).

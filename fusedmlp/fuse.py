@@ -1,20 +1,31 @@
-"""``fuse(model)``: run a model's Linear -> ReLU pairs on ``FusedLinearReLU``.
+"""``fuse(model)``: run a model's Linear -> ReLU pairs on ``FusedLinearReLU`` and give back
+the same model: its class, containers, methods, attributes, ``state_dict`` keys and
+``named_modules()`` paths.
 
-Two ways to find the pairs:
+torch.fx traces ``forward`` only to FIND the pairs: an ``nn.Linear`` call whose output goes
+only into an activation listed in ``_ACTIVATIONS`` (``nn.ReLU``, ``torch.relu``, ``F.relu``,
+``x.relu()``, in-place forms too). The pairs are then rewritten, preferably in place:
 
-* torch.fx traces ``forward``; every ``nn.Linear`` call whose output goes only into a ReLU
-  (``nn.ReLU``, ``torch.relu``, ``F.relu``, ``x.relu()``, in-place forms too) is a pair.
-  If every pair sits in an ``nn.Sequential`` (Linear at slot i, ReLU at slot i + 1) the
-  Sequential is rewritten in place and the model keeps its class; otherwise the traced
-  graph is rewritten and a ``torch.fx.GraphModule`` is returned.
-* When fx cannot trace ``forward`` (data-dependent control flow, ...), or its graph would
-  lose part of what ``forward`` does (``torch.no_grad()``, autocast, ``self.training``
-  branches), only adjacent ``nn.Linear``, ``nn.ReLU`` slots of ``nn.Sequential``
-  containers are fused, with a warning naming the Linear layers left as they were.
+* The Linear is replaced at its own path(s) by the fused layer over the same Parameter
+  objects (so ``state_dict`` keys and optimizers are unaffected).
+* An activation *module* called only by that Linear (an ``nn.ReLU`` slot of a Sequential,
+  timm's ``Mlp.act``) becomes ``nn.Identity``: indices and paths do not move.
+* An activation *call* in ``forward`` (``torch.relu(self.fc(x))``) or a module also called
+  elsewhere stays where it is and runs on the fused output. That is exact because ReLU is
+  idempotent: relu(relu(z)) == relu(z), and its backward masks where relu(z) <= 0, which is
+  where z <= 0. It costs one extra elementwise pass (measured in the README).
+* Only an *in-place* activation call on the Linear's output (``F.relu(h, inplace=True)``,
+  ``h.relu_()``, a shared ``nn.ReLU(inplace=True)``) cannot stay: it would modify the fused
+  output, which the fused backward keeps. Then the traced graph is rewritten without the
+  activation calls and a ``torch.fx.GraphModule`` is returned, carrying the original's whole
+  module tree (container types included), parameters, buffers and plain attributes; only the
+  methods of the model's class are not on it. ``FuseReport.route`` says which route was taken.
 
-Replacing the Linear at its own path with ``FusedLinearReLU.from_linear`` keeps parameter
-names (``state_dict`` keys) and Parameter objects; a fused-away ``nn.ReLU`` slot becomes
-``nn.Identity`` so that the Sequential's indices, and the keys after it, do not move.
+When fx cannot trace ``forward`` (data-dependent control flow, ...), or its graph would lose
+part of what ``forward`` does (``torch.no_grad()``, autocast, ``self.training`` branches),
+only adjacent (``nn.Linear``, activation module) slots of containers that run their children
+in order (``nn.Sequential`` and subclasses that keep its ``forward``, such as
+``torchvision.ops.MLP``) are fused, with a warning naming the Linear layers left and why.
 
 With ``plain_linear=True`` the ``nn.Linear`` layers left over (an output layer, a Linear
 called twice, ...) then run on ``FusedLinear``: the same layer on our kernels, which beat
@@ -25,7 +36,7 @@ import logging
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -38,9 +49,25 @@ __all__ = ["fuse", "FuseReport"]
 
 logger = logging.getLogger("fusedmlp")
 
-_RELU_FUNCTIONS = (torch.relu, torch.relu_, F.relu)  # F.relu_ is torch.relu_
-_RELU_METHODS = ("relu", "relu_")
+# The activations fuse() folds into the Linear before them: activation module types,
+# functions (fx call_function targets) and Tensor method names (call_method targets), each
+# mapped to the activation's name. F.relu_ is torch.relu_.
+_ACTIVATIONS: Dict[object, str] = {
+    nn.ReLU: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu: "relu",
+    "relu": "relu", "relu_": "relu",
+}
+# activation name -> the fused layer over an nn.Linear's Parameters.
+_FUSED_LAYERS: Dict[str, Callable[[nn.Linear], nn.Module]] = {
+    "relu": FusedLinearReLU.from_linear,
+}
+# act(act(z)) == act(z) with the same gradient: a call of it left in forward after the fused
+# layer is still exact.
+_IDEMPOTENT = {"relu"}
 _FUSED_DTYPES = (torch.float32, torch.float64)
+
+ROUTE_IN_PLACE = "in place"
+ROUTE_GRAPH = "graph"
+ROUTE_UNTRACED = "untraced"
 
 
 @dataclass
@@ -55,31 +82,55 @@ class FuseReport:
     skipped: Dict[str, str] = field(default_factory=dict)
     """``nn.Linear`` name -> why it was left as it was."""
     traced: bool = True
-    """Whether torch.fx traced ``forward`` (if not, only nn.Sequential pairs were fused)."""
+    """Whether torch.fx traced ``forward`` (if not, only Sequential slots were fused)."""
+    route: str = ROUTE_IN_PLACE
+    """``"in place"``: the model was rewritten module by module and keeps its class;
+    ``"graph"``: the result is a ``torch.fx.GraphModule`` (an in-place activation call had
+    to be removed from forward); ``"untraced"``: fx could not trace forward, only Sequential
+    slots were rewritten (in place)."""
+    activation_kept: List[str] = field(default_factory=list)
+    """Fused Linear layers whose activation call still runs in ``forward`` on the fused
+    output (exact, as ReLU is idempotent; one extra elementwise pass each)."""
 
     def __str__(self) -> str:
         lines = [f"fused {len(self.fused)} Linear->ReLU pair(s): {', '.join(self.fused) or '-'}"]
         if self.linear:
             lines.append(f"ran {len(self.linear)} Linear layer(s) on FusedLinear: "
                          f"{', '.join(self.linear)}")
+        lines.append(f"route: {_ROUTE_DESCRIPTIONS[self.route]}")
+        if self.activation_kept:
+            lines.append("ReLU call still runs in forward (idempotent, one extra pass) after: "
+                         + ", ".join(self.activation_kept))
         lines += [f"left {name}: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
+
+
+_ROUTE_DESCRIPTIONS = {
+    ROUTE_IN_PLACE: "in place (same class, modules replaced at their paths)",
+    ROUTE_GRAPH: "graph (a torch.fx.GraphModule without the in-place activation calls; "
+                 "it keeps the submodules, parameters, buffers and attributes, not the "
+                 "class's methods)",
+    ROUTE_UNTRACED: "untraced (fx could not trace forward; only Sequential slots fused, "
+                    "in place)",
+}
 
 
 def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) -> nn.Module:
     """``model`` with its Linear -> ReLU pairs running on ``FusedLinearReLU``: the same
     parameters, outputs and gradients (within float32 rounding).
 
-    Use the returned model. With ``inplace=False`` (the default) ``model`` is deep-copied
-    first and left untouched; with ``inplace=True`` its ``nn.Sequential`` containers may be
-    rewritten in place (no copy of the parameters). A pair written in ``forward`` (such as
-    ``torch.relu(self.fc(x))``) is fused by rewriting the torch.fx graph, so the result is
-    then a ``torch.fx.GraphModule``: it has the model's submodules and parameters (same
-    names) but not its other methods or attributes, and Python control flow is fixed as
-    traced (a forward that fx cannot trace faithfully keeps its own, with a warning). A
+    The result is normally ``model`` itself (or its deep copy), rewritten module by module:
+    the same class, containers, methods, attributes, ``state_dict`` keys (strict loading
+    works both ways) and ``named_modules()`` paths; a fused Linear's path holds a
+    ``FusedLinearReLU``, a ReLU module called only after it holds ``nn.Identity``. Only
+    when ``forward`` applies an in-place ReLU call to a Linear's output is the result a
+    ``torch.fx.GraphModule`` (see ``fusedmlp.fuse`` module docs). Use the returned model.
+
+    With ``inplace=False`` (the default) ``model`` is deep-copied first and left untouched;
+    with ``inplace=True`` its modules are replaced in place (no copy of the parameters). A
     Linear that is called more than once, or whose output is also used other than by the
-    ReLU, is left alone. What was fused and what was left is logged (logger
-    ``"fusedmlp"``) and returned as ``result.fuse_report`` (a :class:`FuseReport`).
+    ReLU, is left alone. What was fused and what was left is logged (logger ``"fusedmlp"``)
+    and returned as ``result.fuse_report`` (a :class:`FuseReport`).
 
     ``plain_linear=True`` also moves every remaining ``nn.Linear`` (without hooks, of a
     dtype and device our kernels take) onto ``FusedLinear`` at each path it is registered
@@ -90,20 +141,22 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) ->
     if not inplace:
         model = copy.deepcopy(model)
     try:
-        graph_module = _trace(model)
+        graph = _trace(model)
     except Exception as error:  # fx fails in many ways (TraceError, TypeError, ...)
-        result, report = model, _fuse_sequentials_untraced(model)
+        result, report = model, _fuse_sequential_slots(model)
         left = ", ".join(report.skipped) or "none"
         warnings.warn(
             f"fusedmlp.fuse: could not trace {type(model).__name__}.forward with torch.fx "
-            f"({type(error).__name__}: {_first_line(error)}); fused only nn.Linear -> nn.ReLU "
-            f"pairs inside nn.Sequential ({', '.join(report.fused) or 'none'}); "
-            f"nn.Linear layers left unfused: {left}", stacklevel=2)
+            f"({type(error).__name__}: {_first_line(error)}); fused only nn.Linear -> ReLU "
+            f"module slots of Sequential containers ({', '.join(report.fused) or 'none'}); "
+            f"nn.Linear layers left unfused (reasons in result.fuse_report): {left}",
+            stacklevel=2)
     else:
-        result, report = _fuse_traced(model, graph_module)
+        result, report = _fuse_traced(model, graph)
     if plain_linear:
         _run_plain_linears_fused(result, report)
     result.fuse_report = report
+    _keep_through_deepcopy(result, ["fuse_report"])
     logger.info("fusedmlp.fuse(%s): %s", type(model).__name__, report)
     return result
 
@@ -125,11 +178,11 @@ class _Tracer(fx.Tracer):
         return super().create_node(*args, **kwargs)
 
 
-def _trace(model: nn.Module) -> fx.GraphModule:
+def _trace(model: nn.Module) -> fx.Graph:
     """The fx graph of ``model.forward``. Raises if fx cannot trace it, if forward changes
     grad mode or autocast, or if the graph depends on train/eval mode (``if self.training:``,
-    ``F.dropout(training=self.training)``): a GraphModule would lose those, so such a model
-    must keep its own forward."""
+    ``F.dropout(training=self.training)``): the pairs found in one mode might not be pairs in
+    the other, and a GraphModule would freeze one of them."""
     modes = {module: module.training for module in model.modules()}
     with torch.enable_grad(), torch.autocast("cpu", enabled=False), \
             torch.autocast("cuda", enabled=False):  # the state _Tracer checks forward keeps
@@ -144,78 +197,129 @@ def _trace(model: nn.Module) -> fx.GraphModule:
     if graph.python_code("self").src != graph_other_mode.python_code("self").src:
         raise RuntimeError("its graph differs between train and eval mode, and a traced "
                            "graph would freeze one of them")
-    return fx.GraphModule(model, graph, class_name=type(model).__name__)
+    return graph
 
 
-def _fuse_traced(model: nn.Module, graph_module: fx.GraphModule) -> Tuple[nn.Module, FuseReport]:
+@dataclass
+class _Pair:
+    """A Linear call whose output only an activation uses, and how that activation goes."""
+
+    linear_name: str
+    linear: nn.Linear
+    linear_node: fx.Node
+    activation_node: fx.Node
+    activation: str
+    activation_module: Optional[nn.Module]
+    activation_fate: str  # "identity" | "kept" | "graph" (see _activation_fate)
+
+
+def _fuse_traced(model: nn.Module, graph: fx.Graph) -> Tuple[nn.Module, FuseReport]:
+    calls = Counter(id(model.get_submodule(node.target))
+                    for node in graph.nodes if node.op == "call_module")
     report = FuseReport(traced=True)
-    calls = Counter(id(graph_module.get_submodule(node.target))
-                    for node in graph_module.graph.nodes if node.op == "call_module")
-    pairs = _linear_relu_pairs(graph_module, calls, report)
-    report.fused = [str(linear_node.target) for linear_node, _ in pairs]
-    slots = [_sequential_slot(model, graph_module, calls, *pair) for pair in pairs]
-    if all(slot is not None for slot in slots):
-        # Every pair is Sequential[i], Sequential[i + 1]: keep the model and its class.
-        for sequential, index in slots:
-            _fuse_sequential_slot(sequential, index)
+    pairs = _linear_activation_pairs(model, graph, calls, report)
+    report.fused = [pair.linear_name for pair in pairs]
+    replacements = {id(pair.linear): _FUSED_LAYERS[pair.activation](pair.linear)
+                    for pair in pairs}
+    for pair in pairs:
+        if pair.activation_fate == "identity":
+            replacements[id(pair.activation_module)] = nn.Identity()
+    needs_graph = any(pair.activation_fate == "graph" for pair in pairs)
+    if needs_graph:
+        # The graph is rewritten anyway, so every pair's activation call is removed from it.
+        for pair in pairs:
+            pair.activation_node.replace_all_uses_with(pair.linear_node)
+            graph.erase_node(pair.activation_node)
+        graph.lint()
+    else:
+        report.activation_kept = [pair.linear_name for pair in pairs
+                                  if pair.activation_fate == "kept"]
+    _replace_modules(model, replacements)
+    if not needs_graph:
+        report.route = ROUTE_IN_PLACE
         return model, report
-    return _rewrite_graph(graph_module, pairs), report
+    report.route = ROUTE_GRAPH
+    return _graph_module_keeping_everything(model, graph), report
 
 
-def _linear_relu_pairs(graph_module: fx.GraphModule, calls: Counter,
-                       report: FuseReport) -> List[Tuple[fx.Node, fx.Node]]:
-    """(Linear call, ReLU call) nodes where the ReLU is the Linear output's only use and the
-    Linear is called nowhere else (``calls``: call_module nodes per module object); records
-    the rejected ones in ``report.skipped``."""
+def _linear_activation_pairs(model: nn.Module, graph: fx.Graph, calls: Counter,
+                             report: FuseReport) -> List[_Pair]:
+    """The (Linear call, activation call) pairs where the activation is the Linear output's
+    only use and the Linear is called nowhere else (``calls``: call_module nodes per module
+    object); records the rejected ones in ``report.skipped``."""
     pairs = []
-    for relu_node in graph_module.graph.nodes:
-        linear_node = _relu_input(graph_module, relu_node)
-        if linear_node is None or linear_node.op != "call_module":
+    for activation_node in graph.nodes:
+        found = _activation_input(model, activation_node)
+        if found is None:
             continue
-        linear = graph_module.get_submodule(linear_node.target)
+        linear_node, activation = found
+        if linear_node.op != "call_module":
+            continue
+        linear = model.get_submodule(linear_node.target)
         if type(linear) is not nn.Linear:
             continue
+        activation_module = (model.get_submodule(activation_node.target)
+                             if activation_node.op == "call_module" else None)
         if calls[id(linear)] > 1:
             why = "it is called more than once"
         elif len(linear_node.users) > 1:
             why = "its output is also used other than by the ReLU"
         else:
-            relu_module = (graph_module.get_submodule(relu_node.target)
-                           if relu_node.op == "call_module" else None)
-            why = _why_not_fusable(linear, relu_module)
+            why = _why_not_fusable(linear, activation_module)
+        name = str(linear_node.target)
         if why:
-            report.skipped[str(linear_node.target)] = why
-        else:
-            pairs.append((linear_node, relu_node))
+            report.skipped[name] = why
+            continue
+        fate = _activation_fate(activation_node, activation, activation_module, calls)
+        pairs.append(_Pair(name, linear, linear_node, activation_node, activation,
+                           activation_module, fate))
     return pairs
 
 
-def _relu_input(graph_module: fx.GraphModule, node: fx.Node) -> Optional[fx.Node]:
-    """The node that ``node`` applies a ReLU to, or None when ``node`` is not a ReLU call
-    (or has arguments besides the input and ``inplace``, such as ``out=``)."""
-    if node.op == "call_function":
-        is_relu = node.target in _RELU_FUNCTIONS
-    elif node.op == "call_method":
-        is_relu = node.target in _RELU_METHODS
+def _activation_input(model: nn.Module, node: fx.Node) -> Optional[Tuple[fx.Node, str]]:
+    """(the node ``node`` applies an activation to, the activation's name), or None when
+    ``node`` is not an activation call (or has arguments besides the input and ``inplace``,
+    such as ``out=``)."""
+    if node.op == "call_function" or node.op == "call_method":
+        activation = _ACTIVATIONS.get(node.target)
     elif node.op == "call_module":
-        is_relu = type(graph_module.get_submodule(node.target)) is nn.ReLU
+        activation = _ACTIVATIONS.get(type(model.get_submodule(node.target)))
     else:
-        is_relu = False
-    if not is_relu or not node.args or not isinstance(node.args[0], fx.Node):
+        activation = None
+    if activation is None or not node.args or not isinstance(node.args[0], fx.Node):
         return None
     extra_args_are_inplace = (all(isinstance(arg, bool) for arg in node.args[1:])
                               and set(node.kwargs) <= {"inplace"})
-    return node.args[0] if extra_args_are_inplace else None
+    return (node.args[0], activation) if extra_args_are_inplace else None
 
 
-def _why_not_fusable(linear: nn.Linear, relu_module: Optional[nn.Module] = None) -> Optional[str]:
-    """Why this Linear (and its ReLU module, if any) cannot run on FusedLinearReLU, or None."""
+def _activation_fate(node: fx.Node, activation: str, module: Optional[nn.Module],
+                     calls: Counter) -> str:
+    """What happens to a fused pair's activation:
+    "identity": a module called only here, replaced by nn.Identity (no extra work);
+    "kept": a call that may stay in forward, as the activation is idempotent and the call
+    does not modify its input in place (one extra elementwise pass);
+    "graph": it must be removed from forward, which only a rewritten graph can do."""
+    if module is not None and calls[id(module)] == 1:
+        return "identity"
+    if module is not None:
+        in_place = bool(getattr(module, "inplace", False))
+    else:
+        name = node.target if isinstance(node.target, str) else node.target.__name__
+        in_place = (name.endswith("_") or bool(node.kwargs.get("inplace"))
+                    or any(arg is True for arg in node.args[1:]))
+    return "kept" if activation in _IDEMPOTENT and not in_place else "graph"
+
+
+def _why_not_fusable(linear: nn.Linear,
+                     activation_module: Optional[nn.Module] = None) -> Optional[str]:
+    """Why this Linear (and its activation module, if any) cannot run fused, or None."""
     if linear.weight.dtype not in _FUSED_DTYPES:
         return f"its dtype is {linear.weight.dtype}; the fused kernels take float32 and float64"
     device = linear.weight.device.type
     if device not in ("cpu", "cuda") or (device == "cuda" and not _C.cuda_built()):
         return f"it is on {device}, which this build of fusedmlp has no kernels for"
-    if any(_has_hooks(module) for module in (linear, relu_module) if module is not None):
+    if any(_has_hooks(module) for module in (linear, activation_module) if module is not None):
         return "it or its ReLU has hooks, which fusing would bypass"
     return None
 
@@ -225,74 +329,92 @@ def _has_hooks(module: nn.Module) -> bool:
                 or module._backward_hooks or module._backward_pre_hooks)
 
 
-def _sequential_slot(model: nn.Module, graph_module: fx.GraphModule, calls: Counter,
-                     linear_node: fx.Node,
-                     relu_node: fx.Node) -> Optional[Tuple[nn.Sequential, int]]:
-    """(sequential, i) when the pair is ``sequential[i]``, ``sequential[i + 1]`` of a plain
-    nn.Sequential in ``model`` and that ReLU is called only there, so the two slots can be
-    replaced without a new forward; else None."""
-    parent_name, _, slot = str(linear_node.target).rpartition(".")
-    parent = model.get_submodule(parent_name)
-    if type(parent) is not nn.Sequential or not slot.isdigit() or relu_node.op != "call_module":
-        return None
-    index = int(slot)
-    relu_module = graph_module.get_submodule(relu_node.target)
-    if index + 1 < len(parent) and parent[index + 1] is relu_module and calls[id(relu_module)] == 1:
-        return parent, index
-    return None
+def _replace_modules(model: nn.Module, replacements: Dict[int, nn.Module]) -> None:
+    """Put ``replacements[id(module)]`` at every path where ``module`` is registered in
+    ``model`` (so a module registered twice stays one object)."""
+    for parent in list(model.modules()):
+        for name, child in list(parent._modules.items()):
+            if child is not None and id(child) in replacements:
+                setattr(parent, name, replacements[id(child)])
 
 
-def _fuse_sequential_slot(sequential: nn.Sequential, index: int) -> None:
-    sequential[index] = FusedLinearReLU.from_linear(sequential[index])
-    sequential[index + 1] = nn.Identity()
-
-
-def _rewrite_graph(graph_module: fx.GraphModule,
-                   pairs: List[Tuple[fx.Node, fx.Node]]) -> fx.GraphModule:
-    """Each Linear call now calls a FusedLinearReLU (at the Linear's own path, so parameter
-    names stay) and its ReLU call is removed."""
-    for linear_node, relu_node in pairs:
-        linear = graph_module.get_submodule(linear_node.target)
-        graph_module.set_submodule(linear_node.target, FusedLinearReLU.from_linear(linear))
-        relu_node.replace_all_uses_with(linear_node)
-        graph_module.graph.erase_node(relu_node)
-    graph_module.graph.lint()
-    graph_module.delete_all_unused_submodules()  # the nn.ReLU modules no longer called
-    graph_module.recompile()
+def _graph_module_keeping_everything(model: nn.Module, graph: fx.Graph) -> fx.GraphModule:
+    """A GraphModule running ``graph`` that holds all of ``model``'s state, not only what
+    the graph uses: fx.GraphModule copies just the referenced submodules (under plain
+    nn.Module containers) and parameters, which would drop buffers, unused submodules,
+    container types and plain attributes from the model and its ``state_dict``."""
+    graph_module = fx.GraphModule(model, graph, class_name=type(model).__name__)
+    module_state = set(nn.Module().__dict__)  # _modules, _parameters, hooks, training, ...
+    plain_attributes = []
+    for key, value in model.__dict__.items():
+        if key in module_state or key not in graph_module.__dict__:
+            graph_module.__dict__[key] = value.copy() if isinstance(value, (dict, set)) else value
+            if key not in module_state:
+                plain_attributes.append(key)
+    _keep_through_deepcopy(graph_module, plain_attributes)
     return graph_module
 
 
-def _fuse_sequentials_untraced(model: nn.Module) -> FuseReport:
-    """Without a graph: fuse adjacent (nn.Linear, nn.ReLU) slots of plain nn.Sequential
-    containers. A Linear registered more than once in ``model`` is left alone; a slot that
-    ``forward`` also calls on its own (``self.seq[0](x)``) cannot be detected here."""
+def _keep_through_deepcopy(module: nn.Module, names: List[str]) -> None:
+    """GraphModule.__deepcopy__ rebuilds the module from its graph and submodules and keeps
+    only the attributes listed in ``meta["_user_preserved_attributes"]``; list ``names``."""
+    if isinstance(module, fx.GraphModule):
+        preserved = module.meta.setdefault("_user_preserved_attributes", {})
+        preserved.update({name: getattr(module, name) for name in names})
+
+
+def _runs_children_in_order(module: nn.Module) -> bool:
+    """nn.Sequential or a subclass that keeps its forward (torchvision.ops.MLP): its slots
+    run one after the other, so an adjacent (Linear, activation) pair is a pair."""
+    return type(module).forward is nn.Sequential.forward
+
+
+def _fuse_sequential_slots(model: nn.Module) -> FuseReport:
+    """Without a graph: fuse adjacent (nn.Linear, activation module) slots of containers that
+    run their children in order; the activation's slot (not the module object, which may be
+    used elsewhere) becomes nn.Identity. A Linear registered more than once in ``model`` is
+    left alone, as forward may call it elsewhere; a slot that ``forward`` also calls on its
+    own (``self.seq[0](x)``) cannot be detected here."""
     registrations = Counter(id(module) for _, module in model.named_modules(remove_duplicate=False))
-    reasons, fusable_slots = {}, []
-    for sequential in model.modules():
-        if type(sequential) is not nn.Sequential:
+    reasons: Dict[int, str] = {}
+    fusable_slots = []  # (container, Linear slot name, activation slot name, activation)
+    for container in model.modules():
+        if not _runs_children_in_order(container):
             continue
-        for index in range(len(sequential) - 1):
-            linear, relu = sequential[index], sequential[index + 1]
-            if type(linear) is not nn.Linear or type(relu) is not nn.ReLU:
+        slots = [(name, child) for name, child in container._modules.items() if child is not None]
+        for index, (slot, linear) in enumerate(slots):
+            if type(linear) is not nn.Linear:
                 continue
-            why = ("it is registered more than once in the model"
-                   if registrations[id(linear)] > 1 else _why_not_fusable(linear, relu))
-            if why is None:
-                fusable_slots.append((sequential, index))
+            next_slot, next_module = slots[index + 1] if index + 1 < len(slots) else (None, None)
+            activation = _ACTIVATIONS.get(type(next_module))
+            if registrations[id(linear)] > 1:
+                why = "it is registered more than once in the model"
+            elif next_module is None:
+                why = (f"fx could not trace forward, and it is the last module of its "
+                       f"{type(container).__name__}")
+            elif activation is None:
+                why = (f"fx could not trace forward, and the next module of its "
+                       f"{type(container).__name__} is {type(next_module).__name__}, not ReLU")
             else:
-                reasons[id(linear)] = why
-    fused_linears = {id(sequential[index]) for sequential, index in fusable_slots}
-    report = FuseReport(traced=False)
+                why = _why_not_fusable(linear, next_module)
+            if why is None:
+                fusable_slots.append((container, slot, next_slot, activation))
+            else:
+                reasons.setdefault(id(linear), why)
+    fused_linears = {id(container._modules[slot]) for container, slot, _, _ in fusable_slots}
+    report = FuseReport(traced=False, route=ROUTE_UNTRACED)
     for name, module in model.named_modules():  # before the rewrite, under their own names
-        if not isinstance(module, nn.Linear):
+        if type(module) is not nn.Linear:
             continue
         if id(module) in fused_linears:
             report.fused.append(name)
         else:
-            report.skipped[name] = reasons.get(id(module),
-                                               "not followed by nn.ReLU in an nn.Sequential")
-    for sequential, index in fusable_slots:
-        _fuse_sequential_slot(sequential, index)
+            report.skipped[name] = reasons.get(
+                id(module), "fx could not trace forward, and it is not in a Sequential "
+                            "container followed by a ReLU module")
+    for container, slot, next_slot, activation in fusable_slots:
+        setattr(container, slot, _FUSED_LAYERS[activation](container._modules[slot]))
+        setattr(container, next_slot, nn.Identity())
     return report
 
 

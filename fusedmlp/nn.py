@@ -1,5 +1,6 @@
 """Modules: ``FusedLinearReLU`` (a drop-in for ``nn.Linear`` followed by ``nn.ReLU``),
 ``FusedLinear`` (``nn.Linear`` on fusedmlp's kernels) and ``FusedMLP`` built from them."""
+from collections import OrderedDict
 from typing import List, Sequence
 
 import torch
@@ -82,19 +83,22 @@ def _check_positive_int(name: str, value) -> None:
         raise ValueError(f"FusedMLP: {name} must be a positive int, got {value!r}")
 
 
-class FusedMLP(nn.Module):
+class FusedMLP(nn.Sequential):
     """``Linear -> ReLU`` for each entry of ``hidden_features``, then a final ``Linear``
     without activation, all on fusedmlp's kernels: the same function (and, from the same
     seed, the same initial weights) as
     ``nn.Sequential(nn.Linear(in, h0), nn.ReLU(), ..., nn.Linear(h_last, out))``.
 
-    ``to_sequential()`` / ``from_sequential(seq)`` convert to and from that
-    ``nn.Sequential``; the layers live in ``self.layers``.
+    It is that Sequential's layout: ``FusedLinearReLU`` at each Linear's index, then
+    ``nn.Identity`` at each ReLU's index (the ReLU runs inside the layer before it), then
+    ``FusedLinear``; just what ``fusedmlp.fuse`` makes of the plain Sequential. So its
+    ``state_dict`` keys are the plain model's (``0.weight``, ``2.weight``, ...): each loads
+    the other's directly. ``layers`` lists the layers with weights; ``to_sequential()`` /
+    ``from_sequential(seq)`` convert to and from the plain Sequential, sharing Parameters.
     """
 
     def __init__(self, in_features: int, hidden_features: Sequence[int], out_features: int,
                  bias: bool = True, device=None, dtype=None) -> None:
-        super().__init__()
         _check_positive_int("in_features", in_features)
         _check_positive_int("out_features", out_features)
         if not isinstance(hidden_features, (list, tuple)):
@@ -102,19 +106,29 @@ class FusedMLP(nn.Module):
                             f"got {type(hidden_features).__name__}")
         for i, width in enumerate(hidden_features):
             _check_positive_int(f"hidden_features[{i}]", width)
-        self.in_features = in_features
-        self.hidden_features: List[int] = list(hidden_features)
-        self.out_features = out_features
-
         sizes = [in_features, *hidden_features, out_features]
         # Created in nn.Sequential's order, so the RNG draws match the plain model's.
         factory_kwargs = {"bias": bias, "device": device, "dtype": dtype}
-        hidden = [FusedLinearReLU(n_in, n_out, **factory_kwargs)
-                  for n_in, n_out in zip(sizes[:-2], sizes[1:-1])]
-        self.layers = nn.Sequential(*hidden, FusedLinear(sizes[-2], sizes[-1], **factory_kwargs))
+        modules: List[nn.Module] = []
+        for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
+            modules += [FusedLinearReLU(n_in, n_out, **factory_kwargs), nn.Identity()]
+        modules.append(FusedLinear(sizes[-2], sizes[-1], **factory_kwargs))
+        super().__init__(*modules)
+        self.in_features = in_features
+        self.hidden_features: List[int] = list(hidden_features)
+        self.out_features = out_features
+        self.register_load_state_dict_pre_hook(_load_layers_keys)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
+    @property
+    def layers(self) -> List[nn.Module]:
+        """The layers with weights: ``FusedLinearReLU`` per hidden layer, then ``FusedLinear``."""
+        return list(self)[::2]
+
+    def __getitem__(self, index):
+        # nn.Sequential would build a slice through our constructor, which takes sizes.
+        if isinstance(index, slice):
+            return nn.Sequential(OrderedDict(list(self._modules.items())[index]))
+        return super().__getitem__(index)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, hidden_features={self.hidden_features}, "
@@ -138,9 +152,20 @@ class FusedMLP(nn.Module):
         # Built on the meta device (no memory, no RNG draws), then given seq's parameters.
         mlp = cls(linears[0].in_features, [layer.out_features for layer in linears[:-1]],
                   linears[-1].out_features, device="meta")
-        mlp.layers = nn.Sequential(*(FusedLinearReLU.from_linear(layer) for layer in linears[:-1]),
-                                   FusedLinear.from_linear(linears[-1]))
+        for i, layer in enumerate(linears[:-1]):
+            mlp[2 * i] = FusedLinearReLU.from_linear(layer)
+        mlp[len(mlp) - 1] = FusedLinear.from_linear(linears[-1])
         return mlp.train(seq.training)
+
+
+def _load_layers_keys(module, state_dict, prefix, *args) -> None:
+    """Checkpoints of FusedMLP before it took nn.Sequential's layout kept layer i under
+    ``layers.{i}.``; it is now at index 2 * i."""
+    old = prefix + "layers."
+    for key in [key for key in state_dict if key.startswith(old)]:
+        index, _, rest = key[len(old):].partition(".")
+        if index.isdigit():
+            state_dict[f"{prefix}{2 * int(index)}.{rest}"] = state_dict.pop(key)
 
 
 def _mlp_linears(seq) -> List[nn.Linear]:

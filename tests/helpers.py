@@ -224,3 +224,41 @@ def check_empty_dimensions(x_shape, w_shape, dtype, op, device="cpu"):
     for g, g_ref in zip(grads, grads_ref):
         assert g.shape == g_ref.shape
         torch.testing.assert_close(g, g_ref)
+
+
+# fusedmlp.fuse (test_fuse.py, test_fuse_models.py)
+
+def fused_layer_names(model):
+    return sorted(name for name, m in model.named_modules()
+                  if isinstance(m, fusedmlp.FusedLinearReLU))
+
+
+def linear_names(model):
+    return sorted(name for name, m in model.named_modules() if type(m) is nn.Linear)
+
+
+def assert_same_function(original, fused, *inputs):
+    """Same outputs, and the same gradients for the inputs and for every parameter (by
+    name), within float32 rounding. Each model runs from the same RNG state, so Dropout
+    draws the same masks in both."""
+    def outputs_and_grads(model):
+        xs = [x.clone().requires_grad_() for x in inputs]
+        torch.manual_seed(2)
+        out = model(*xs)
+        weights = torch.randn(out.shape, dtype=out.dtype,
+                              generator=torch.Generator().manual_seed(1))
+        params = dict(getattr(model, "_orig_mod", model).named_parameters())  # torch.compile'd
+        grads = torch.autograd.grad((out * weights).sum(), [*xs, *params.values()],
+                                    allow_unused=True)  # None for a parameter forward skips
+        return out, dict(zip([f"input{i}" for i in range(len(xs))] + list(params), grads))
+
+    out, grads = outputs_and_grads(original)
+    out_fused, grads_fused = outputs_and_grads(fused)
+    torch.testing.assert_close(out_fused, out)
+    assert grads_fused.keys() == grads.keys()
+    for name, grad in grads.items():
+        if grad is None:
+            assert grads_fused[name] is None, f"{name} gets a gradient only when fused"
+        else:
+            torch.testing.assert_close(grads_fused[name], grad,
+                                       msg=lambda m: f"grad of {name}: {m}")

@@ -10,34 +10,7 @@ from torch import fx, nn
 
 import fusedmlp
 from fusedmlp import FusedLinear, FusedLinearReLU
-
-
-def fused_layer_names(model):
-    return sorted(name for name, m in model.named_modules() if isinstance(m, FusedLinearReLU))
-
-
-def linear_names(model):
-    return sorted(name for name, m in model.named_modules() if type(m) is nn.Linear)
-
-
-def assert_same_function(original, fused, *inputs):
-    """Same outputs, and the same gradients for the inputs and for every parameter (by
-    name), within float32 rounding."""
-    def outputs_and_grads(model):
-        xs = [x.clone().requires_grad_() for x in inputs]
-        out = model(*xs)
-        weights = torch.randn(out.shape, dtype=out.dtype,
-                              generator=torch.Generator().manual_seed(1))
-        params = dict(model.named_parameters())
-        grads = torch.autograd.grad((out * weights).sum(), [*xs, *params.values()])
-        return out, dict(zip([f"input{i}" for i in range(len(xs))] + list(params), grads))
-
-    out, grads = outputs_and_grads(original)
-    out_fused, grads_fused = outputs_and_grads(fused)
-    torch.testing.assert_close(out_fused, out)
-    assert grads_fused.keys() == grads.keys()
-    for name, grad in grads.items():
-        torch.testing.assert_close(grads_fused[name], grad, msg=lambda m: f"grad of {name}: {m}")
+from helpers import assert_same_function, fused_layer_names, linear_names
 
 
 def nested_sequential(dtype=torch.float32):
@@ -110,19 +83,69 @@ class ClassicNet(nn.Module):
         return self.fc2(x)
 
 
-@pytest.mark.parametrize("relu_style", ["torch.relu", "F.relu", "F.relu(inplace=True)", "x.relu()",
-                                        "x.relu_()", "torch.relu_", "nn.ReLU"])
-def test_classic_net_fused_through_fx(relu_style):
+@pytest.mark.parametrize("relu_style", ["torch.relu", "F.relu", "x.relu()"])
+def test_relu_call_in_forward_stays_and_the_model_keeps_its_class(relu_style):
+    """fc1 becomes FusedLinearReLU in place; forward's own ReLU call then runs on values
+    that are already >= 0, which changes neither outputs nor gradients."""
     model = ClassicNet(relu_style)
     fused = fusedmlp.fuse(model)
-    assert isinstance(fused, fx.GraphModule)
+    assert type(fused) is ClassicNet and fused.relu_style == relu_style
     assert fused_layer_names(fused) == ["fc1"] and linear_names(fused) == ["fc2"]
-    assert fused.fuse_report.fused == ["fc1"] and fused.fuse_report.skipped == {}
-    assert "relu" not in fused.code  # the ReLU call is gone from the graph
-    assert not any(isinstance(m, nn.ReLU) for m in fused.modules())
+    report = fused.fuse_report
+    assert (report.fused, report.skipped, report.route) == (["fc1"], {}, "in place")
+    assert report.activation_kept == ["fc1"]
+    assert "ReLU call still runs in forward (idempotent, one extra pass) after: fc1" in str(report)
     assert list(fused.state_dict()) == list(model.state_dict())
     assert_same_function(model, fused, torch.randn(6, 1, 28, 28))
     assert type(model.fc1) is nn.Linear  # the original still runs nn.Linear
+
+
+def test_relu_module_called_once_in_forward_becomes_identity():
+    model = ClassicNet("nn.ReLU")
+    fused = fusedmlp.fuse(model)
+    assert type(fused) is ClassicNet and fused_layer_names(fused) == ["fc1"]
+    assert type(fused.act) is nn.Identity  # its path stays; no second ReLU pass
+    assert fused.fuse_report.route == "in place" and fused.fuse_report.activation_kept == []
+    assert_same_function(model, fused, torch.randn(6, 1, 28, 28))
+
+
+@pytest.mark.parametrize("relu_style", ["F.relu(inplace=True)", "x.relu_()", "torch.relu_"])
+def test_in_place_relu_call_is_removed_from_a_rewritten_graph(relu_style):
+    """An in-place ReLU would modify the fused layer's output, which its backward keeps:
+    this case alone takes the GraphModule route."""
+    model = ClassicNet(relu_style)
+    fused = fusedmlp.fuse(model)
+    assert isinstance(fused, fx.GraphModule) and fused.fuse_report.route == "graph"
+    assert fused_layer_names(fused) == ["fc1"] and linear_names(fused) == ["fc2"]
+    assert fused.fuse_report.fused == ["fc1"] and fused.fuse_report.skipped == {}
+    assert "relu" not in fused.code  # the ReLU call is gone from the graph
+    assert fused.relu_style == relu_style  # plain attributes are carried over
+    assert list(fused.state_dict()) == list(model.state_dict())
+    assert_same_function(model, fused, torch.randn(6, 1, 28, 28))
+
+
+class SharedReLUModule(nn.Module):
+    """One ReLU module after two Linear layers: it cannot become nn.Identity, and if it is
+    in-place it cannot run on a fused output either."""
+
+    def __init__(self, inplace):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+        self.relu = nn.ReLU(inplace=inplace)
+
+    def forward(self, x):
+        return self.relu(self.fc2(self.relu(self.fc1(x))))
+
+
+@pytest.mark.parametrize("inplace,route", [(False, "in place"), (True, "graph")])
+def test_relu_module_called_twice(inplace, route):
+    model = SharedReLUModule(inplace)
+    fused = fusedmlp.fuse(model)
+    assert fused.fuse_report.fused == ["fc1", "fc2"] and fused.fuse_report.route == route
+    assert isinstance(fused, fx.GraphModule) == inplace
+    assert type(fused.relu) is nn.ReLU  # registered where it was, whichever route
+    assert fused.fuse_report.activation_kept == ([] if inplace else ["fc1", "fc2"])
+    assert_same_function(model, fused, torch.randn(5, 8))
 
 
 def test_fuse_report_is_logged(caplog):
@@ -225,7 +248,8 @@ def test_untraceable_model_gets_its_sequential_pairs_fused_with_a_warning():
     with pytest.warns(UserWarning, match="could not trace DataDependent.forward") as record:
         fused = fusedmlp.fuse(model)
     message = str(record[0].message)
-    assert "left unfused: body.3, head" in message and "(body.0, body.2.0)" in message
+    assert "left unfused (reasons in result.fuse_report): body.3, head" in message
+    assert "(body.0, body.2.0)" in message
     assert type(fused) is DataDependent
     assert fused_layer_names(fused) == ["body.0", "body.2.0"]
     assert not fused.fuse_report.traced
@@ -276,8 +300,9 @@ def test_hooks_are_not_bypassed():
     assert len(seen) == 1
 
 
-def test_fusing_twice_changes_nothing_more():
-    once = fusedmlp.fuse(ClassicNet())
+@pytest.mark.parametrize("relu_style", ["torch.relu", "torch.relu_"])
+def test_fusing_twice_changes_nothing_more(relu_style):
+    once = fusedmlp.fuse(ClassicNet(relu_style))
     twice = fusedmlp.fuse(once)
     assert fused_layer_names(twice) == ["fc1"] and twice.fuse_report.fused == []
     x = torch.randn(3, 784)
@@ -290,7 +315,8 @@ def test_rejects_non_module():
 
 
 def test_fused_graph_module_saves_and_loads(tmp_path):
-    fused = fusedmlp.fuse(ClassicNet())
+    fused = fusedmlp.fuse(ClassicNet("torch.relu_"))
+    assert isinstance(fused, fx.GraphModule)
     torch.save(fused, tmp_path / "fused.pt")
     loaded = torch.load(tmp_path / "fused.pt", weights_only=False)
     x = torch.randn(3, 784)
@@ -300,7 +326,7 @@ def test_fused_graph_module_saves_and_loads(tmp_path):
 
 class ReluSlotCalledOnItsOwn(nn.Module):
     """``seq[1]`` also runs on its own: replacing that slot by nn.Identity would be wrong,
-    so the pair is fused in a rewritten graph instead."""
+    so it stays a ReLU (and runs once more on seq[0]'s fused output)."""
 
     def __init__(self):
         super().__init__()
@@ -313,8 +339,9 @@ class ReluSlotCalledOnItsOwn(nn.Module):
 def test_relu_slot_called_on_its_own_still_runs():
     model = ReluSlotCalledOnItsOwn()
     fused = fusedmlp.fuse(model)
-    assert isinstance(fused, fx.GraphModule) and fused_layer_names(fused) == ["seq.0"]
+    assert type(fused) is ReluSlotCalledOnItsOwn and fused_layer_names(fused) == ["seq.0"]
     assert type(fused.get_submodule("seq.1")) is nn.ReLU
+    assert fused.fuse_report.activation_kept == ["seq.0"]
     assert_same_function(model, fused, torch.randn(5, 8))
 
 
@@ -330,7 +357,7 @@ class UntraceableWithSharedLinear(nn.Module):
 
 def test_untraceable_model_leaves_a_shared_linear_alone():
     model = UntraceableWithSharedLinear()
-    with pytest.warns(UserWarning, match="left unfused: seq.0$"):
+    with pytest.warns(UserWarning, match="left unfused .*: seq.0$"):
         fused = fusedmlp.fuse(model)
     assert fused_layer_names(fused) == ["seq.4"]
     assert fused.fuse_report.skipped == {"seq.0": "it is registered more than once in the model"}
@@ -353,7 +380,7 @@ class FrozenBranch(nn.Module):
 
 def test_forward_with_no_grad_block_keeps_its_own_forward():
     model = FrozenBranch()
-    with pytest.warns(UserWarning, match=r"switches off autograd .*left unfused: frozen, fc"):
+    with pytest.warns(UserWarning, match=r"switches off autograd .*left unfused .*: frozen, fc$"):
         fused = fusedmlp.fuse(model)
     assert type(fused) is FrozenBranch
     fused(torch.randn(3, 8)).sum().backward()
@@ -363,7 +390,7 @@ def test_forward_with_no_grad_block_keeps_its_own_forward():
 def test_fuse_under_no_grad_still_traces():
     with torch.no_grad():
         fused = fusedmlp.fuse(ClassicNet())
-    assert isinstance(fused, fx.GraphModule) and fused_layer_names(fused) == ["fc1"]
+    assert fused.fuse_report.traced and fused_layer_names(fused) == ["fc1"]
 
 
 def fused_linear_names(model):

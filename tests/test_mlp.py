@@ -58,7 +58,7 @@ def test_attributes_and_repr():
     mlp = FusedMLP(784, (128, 64), 10)
     assert (mlp.in_features, mlp.hidden_features, mlp.out_features) == (784, [128, 64], 10)
     assert repr(mlp).startswith("FusedMLP(\n  in_features=784, hidden_features=[128, 64], out_features=10\n")
-    assert "(2): FusedLinear(in_features=64, out_features=10, bias=True)" in repr(mlp)
+    assert "(3): Identity()\n  (4): FusedLinear(in_features=64, out_features=10, bias=True)" in repr(mlp)
 
 
 def test_device_and_dtype():
@@ -131,6 +131,45 @@ def test_state_dict_round_trip():
     plain = plain_mlp([12, 10, 5])
     plain.load_state_dict(mlp.to_sequential().state_dict(), strict=True)
     torch.testing.assert_close(plain(x), mlp(x))
+
+
+def test_state_dict_is_the_plain_sequentials_both_ways():
+    """FusedMLP has nn.Sequential(Linear, ReLU, ..., Linear)'s layout (nn.Identity where the
+    ReLUs were), so checkpoints of either load strictly into the other."""
+    mlp = FusedMLP(12, [10, 7], 5)
+    plain = plain_mlp([12, 10, 7, 5])
+    assert isinstance(mlp, nn.Sequential) and len(mlp) == len(plain) == 5
+    assert list(mlp.state_dict()) == list(plain.state_dict()) == [
+        f"{i}.{name}" for i in (0, 2, 4) for name in ("weight", "bias")]
+    assert [type(m) for m in mlp] == [FusedLinearReLU, nn.Identity] * 2 + [FusedLinear]
+    x = torch.randn(3, 12)
+    mlp.load_state_dict(plain.state_dict(), strict=True)
+    torch.testing.assert_close(mlp(x), plain(x))
+    other = plain_mlp([12, 10, 7, 5])
+    other.load_state_dict(FusedMLP(12, [10, 7], 5).state_dict(), strict=True)
+    mlp.load_state_dict(other.state_dict(), strict=True)
+    torch.testing.assert_close(mlp(x), other(x))
+
+
+def test_loads_checkpoints_of_the_earlier_layers_layout():
+    mlp = FusedMLP(12, [10], 5)
+    earlier = {f"layers.{i}.{name}": mlp.state_dict()[f"{2 * i}.{name}"]
+               for i in (0, 1) for name in ("weight", "bias")}
+    fresh = FusedMLP(12, [10], 5)
+    fresh.load_state_dict(earlier, strict=True)
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(fresh(x), mlp(x))
+    wrapper = nn.ModuleDict({"mlp": FusedMLP(12, [10], 5)})  # under a prefix too
+    wrapper.load_state_dict({f"mlp.{key}": value for key, value in earlier.items()})
+    torch.testing.assert_close(wrapper["mlp"](x), mlp(x))
+
+
+def test_slice_is_a_plain_sequential_over_the_same_layers():
+    mlp = FusedMLP(12, [10], 5)
+    first = mlp[:2]
+    assert type(first) is nn.Sequential and first[0] is mlp[0]
+    x = torch.randn(3, 12)
+    torch.testing.assert_close(mlp[2](first(x)), mlp(x))
 
 
 def test_save_and_load(tmp_path):
