@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU verification of the CUDA backend, sized to a short device lease (README, "CUDA
-# backend", says how to call it through the device tool). From the repository root:
+# GPU verification of the CUDA backend, sized to a short device lease (README, "Verifying
+# on a lent GPU", says how to call it through the device tool). From the repository root:
 #
 #     bash benchmarks/gpu_check.sh              # on the GPU machine
 #     bash benchmarks/gpu_check.sh --dry-run    # anywhere, no GPU: the plan and the plumbing
@@ -14,7 +14,7 @@
 # --dry-run runs each step's cheap stand-in instead (no build, no GPU: the environment
 # facts, ninja, test collection with the same selections, the benchmark and sanitizer
 # case lists) and writes the same files. GPU_CHECK_COMPILE=1 adds torch.compile to the
-# benchmark.
+# benchmark. Exit status: 0 only if every step that ran passed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +28,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
     --only) ONLY="${2:-}"; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set /{/^#/p}' "$0"; exit 0 ;;
     *) echo "gpu_check.sh: unknown argument $1 (--dry-run, --only STEP,...)" >&2; exit 2 ;;
   esac
   shift
@@ -36,6 +36,12 @@ done
 
 total=0
 for entry in "${STEPS[@]}"; do total=$(( total + ${entry#*:} )); done
+for name in ${ONLY//,/ }; do
+  if [[ " ${STEPS[*]} " != *" $name:"* ]]; then
+    echo "gpu_check.sh: --only: no step named $name (steps: ${STEPS[*]%%:*})" >&2
+    exit 2
+  fi
+done
 if [ "$total" -gt "$BUDGET_LIMIT_S" ]; then
   echo "gpu_check.sh: step budgets add up to ${total}s, over ${BUDGET_LIMIT_S}s" >&2
   exit 2
@@ -175,17 +181,21 @@ run_step() {
   t0=$(date +%s)
   echo "=== $name (budget ${budget}s)" | tee "$log"
   # 2 s of the budget are the grace between TERM and KILL.
-  timeout --kill-after=2 $(( budget - 2 )) bash -c "step_$name" >> "$log" 2>&1
+  timeout --kill-after=2 $(( budget - 2 )) bash -o pipefail -c "step_$name" >> "$log" 2>&1
   rc=$?
   case $rc in
     0) status=PASS ;;
-    124|137) status=TIMEOUT ;;
+    124) status=TIMEOUT ;;
+    137) status=KILLED ;;  # past the grace, or out of memory
     *) status="FAIL(rc=$rc)" ;;
   esac
   [ "$DRY_RUN" = 1 ] && [ "$status" = PASS ] && status=DRY-OK
   printf '%-13s %-12s %4ss of %3ss  %s\n' "$name" "$status" "$(( $(date +%s) - t0 ))" "$budget" \
     "$(grep -v '^\s*$' "$log" | tail -n 1 | cut -c1-110)" | tee -a "$SUMMARY"
-  [ "${status%%(*}" = FAIL ] || [ "$status" = TIMEOUT ] && tail -n 15 "$log" | sed 's/^/    /'
+  if [ "$status" != PASS ] && [ "$status" != DRY-OK ]; then
+    FAILED+=("$name")
+    tail -n 15 "$log" | sed 's/^/    /'
+  fi
   pack_logs
 }
 
@@ -197,6 +207,7 @@ rm -f "$OUT/bench.json" "$OUT/bench.md"
   echo "files: summary.txt bench.md bench.json logs.tar.gz (logs/<step>.log)"
 } | tee "$SUMMARY"
 START=$(date +%s)
+FAILED=()
 for entry in "${STEPS[@]}"; do
   name="${entry%%:*}"
   if [ -n "$ONLY" ] && [[ ",$ONLY," != *",$name,"* ]]; then continue; fi
@@ -205,6 +216,7 @@ done
 # The benchmark writes its tables itself; a dry run or a skipped step leaves them empty.
 [ -f "$OUT/bench.md" ] || echo "(no benchmark table: the bench step did not run)" > "$OUT/bench.md"
 [ -f "$OUT/bench.json" ] || echo '{"meta": null, "rows": []}' > "$OUT/bench.json"
-echo "total $(( $(date +%s) - START ))s" | tee -a "$SUMMARY"
+echo "total $(( $(date +%s) - START ))s; not passed: ${FAILED[*]:-none}" | tee -a "$SUMMARY"
 echo
 cat "$OUT/bench.md"
+[ ${#FAILED[@]} -eq 0 ]  # the exit status: 0 only if every step that ran passed
