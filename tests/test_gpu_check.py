@@ -12,6 +12,7 @@ import sys
 import tarfile
 
 import pytest
+import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.sh"
@@ -22,10 +23,14 @@ MAX_FILES = 8        # the device tool brings back at most 8 files from $OUT
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 
 
-def dry_run(out, *args):
+def run_script(out, *args):
     env = dict(os.environ, OUT=str(out), PYTHON=sys.executable)
-    return subprocess.run(["bash", str(SCRIPT), "--dry-run", *args], cwd=ROOT, env=env,
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+def dry_run(out, *args):
+    return run_script(out, "--dry-run", *args)
 
 
 def test_dry_run_plans_every_step_within_the_lease(tmp_path):
@@ -67,3 +72,16 @@ def test_only_reruns_the_named_steps(tmp_path):
     ran = re.findall(r"^(\w+)\s+DRY-OK", (tmp_path / "summary.txt").read_text(), re.M)
     assert ran == ["build", "memcheck"]
     assert len([p for p in tmp_path.rglob("*") if p.is_file()]) <= MAX_FILES
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU these steps would really run")
+def test_a_failing_step_does_not_stop_the_next(tmp_path):
+    """Without a GPU the real smoke and bench steps fail: both are recorded, the run goes
+    on to the end, exits 1, and still leaves the same files."""
+    proc = run_script(tmp_path, "--only", "smoke,bench")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    summary = (tmp_path / "summary.txt").read_text()
+    assert re.findall(r"^(\w+)\s+FAIL\(rc=1\)", summary, re.M) == ["smoke", "bench"]
+    assert summary.rstrip().endswith("not passed: smoke bench")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.md",
+                                                          "logs.tar.gz", "summary.txt"]
