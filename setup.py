@@ -6,7 +6,7 @@ is a CUDA build and a CUDA toolkit is found, with or without a visible GPU.
 Knobs (environment variables):
   FUSEDMLP_CUDA=0|1       force the CUDA part off / on (on fails loudly if impossible)
   CUDA_HOME               the CUDA toolkit (default: /usr/local/cuda when it has nvcc)
-  TORCH_CUDA_ARCH_LIST    GPU archs to compile for (default with no GPU visible: 8.0;9.0)
+  TORCH_CUDA_ARCH_LIST    GPU archs to compile for (default with no GPU visible: 8.0;9.0+PTX)
   MAX_JOBS                parallel compile jobs (honoured by torch's ninja build)
   FUSEDMLP_DEBUG=1        -O0 -g build
   FUSEDMLP_SANITIZE=1     AddressSanitizer + UBSan build (`make sanitize` runs the suite on it)
@@ -63,8 +63,9 @@ def _default_cuda_archs():
         return
     if torch.cuda.is_available():
         return  # torch compiles for the visible GPUs
-    # No GPU here (CI, build hosts): Ampere and Hopper cover the cards users have.
-    os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"
+    # No GPU here (CI, build hosts): machine code for Ampere and Hopper, plus compute_90 PTX
+    # that the driver JIT-compiles for newer cards (without it they would have no image).
+    os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
 
 
 def _extension():

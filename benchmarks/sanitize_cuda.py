@@ -1,13 +1,19 @@
-"""A small forward+backward workload for compute-sanitizer (memcheck, racecheck):
+"""A small forward+backward workload for compute-sanitizer (memcheck, racecheck), and
+the smoke test of benchmarks/gpu_check.sh:
 
     compute-sanitizer --tool memcheck python benchmarks/sanitize_cuda.py
+    CUDA_LAUNCH_BLOCKING=1 python benchmarks/sanitize_cuda.py --smoke
 
 Runs both ops and their backwards over every dtype, on odd, tile-aligned, strided, empty
 and multi-chunk (grad_b) shapes, plus one problem big enough for the large GEMM tiles.
+--smoke: one small and one big-tile problem per dtype and op, each case printed before
+it runs (so that with CUDA_LAUNCH_BLOCKING=1 a trap or fault is pinned to its case).
+--dry-run: list the cases, run nothing (no GPU needed).
 Inputs are made on the CPU and the reference is computed there in float64, so under the
 sanitizer almost every GPU kernel launched is one of ours. Exits non-zero on a wrong
 result (the sanitizer reports memory errors and races itself).
 """
+import argparse
 import sys
 
 import torch
@@ -18,6 +24,7 @@ import fusedmlp
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 SHAPES = [(37, 53, 29), (64, 128, 64), (515, 72, 40), (0, 8, 8), (5, 0, 3), (1, 1, 1),
           (1664, 40, 1408)]  # last: >= 132 tiles of 128 x 128, the big-tile kernels
+SMOKE_SHAPES = [(37, 53, 29), (1664, 40, 1408)]
 
 
 def tolerance(dtype):
@@ -75,15 +82,31 @@ def run_case(op, shape, dtype, layout):
     return ok
 
 
+def cases(smoke):
+    for dtype in DTYPES:
+        for shape in SMOKE_SHAPES if smoke else SHAPES:
+            for op in ("linear_relu", "linear"):
+                yield op, shape, dtype, "contiguous"
+        if not smoke:
+            yield "linear_relu", (37, 53, 29), dtype, "transposed"
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="the short case list")
+    parser.add_argument("--dry-run", action="store_true", help="list the cases only")
+    args = parser.parse_args()
+    if args.dry_run:
+        for case in cases(args.smoke):
+            print("would run", *case)
+        return
     if not torch.cuda.is_available() or not fusedmlp.info()["cuda_built"]:
         sys.exit("sanitize_cuda.py needs a GPU and a fusedmlp build with CUDA kernels")
     ok = True
-    for dtype in DTYPES:
-        for shape in SHAPES:
-            for op in ("linear_relu", "linear"):
-                ok &= run_case(op, shape, dtype, "contiguous")
-        ok &= run_case("linear_relu", (37, 53, 29), dtype, "transposed")
+    for op, shape, dtype, layout in cases(args.smoke):
+        if args.smoke:
+            print(f"running {op} {dtype} {shape} {layout}", flush=True)
+        ok &= run_case(op, shape, dtype, layout)
     print("ALL OK" if ok else "SOME RESULTS WRONG")
     sys.exit(0 if ok else 1)
 

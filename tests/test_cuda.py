@@ -2,8 +2,11 @@
 the CPU suite's shapes and strides, special values, gradcheck, opcheck, torch.compile,
 determinism, autocast, streams and devices. Every test but the build check needs a GPU
 and is skipped (with the reason) without one."""
+import importlib.util
 import os
+import re
 import shutil
+import subprocess
 
 import pytest
 import torch
@@ -59,6 +62,40 @@ def test_cuda_kernels_were_compiled():
     if os.environ.get("FUSEDMLP_CUDA") == "0":
         pytest.skip("FUSEDMLP_CUDA=0 turns the CUDA kernels off")
     assert fusedmlp.info()["cuda_built"]
+
+
+def _cuobjdump():
+    """cuobjdump from the PATH, the toolkit or the one Triton ships (None if none)."""
+    candidates = [shutil.which("cuobjdump"),
+                  os.path.join(os.environ.get("CUDA_HOME") or "/usr/local/cuda", "bin",
+                               "cuobjdump")]
+    triton = importlib.util.find_spec("triton")
+    if triton and triton.submodule_search_locations:
+        candidates.append(os.path.join(triton.submodule_search_locations[0], "backends",
+                                       "nvidia", "bin", "cuobjdump"))
+    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+
+
+def test_default_arch_list_gives_ampere_hopper_code_and_ptx_for_newer_cards():
+    """Built with no GPU visible and no TORCH_CUDA_ARCH_LIST (CI, this test's own
+    condition as a stand-in for the build's): sm_80 and sm_90 machine code, plus compute_90
+    PTX for newer cards, and no PTX older than compute_80, which would JIT into the mma
+    kernels' __trap() bodies."""
+    if not fusedmlp.info()["cuda_built"]:
+        pytest.skip("this build has no CUDA kernels")
+    if torch.cuda.is_available() or os.environ.get("TORCH_CUDA_ARCH_LIST"):
+        pytest.skip("with a GPU visible or TORCH_CUDA_ARCH_LIST set, the build targets those")
+    tool = _cuobjdump()
+    if tool is None:
+        pytest.skip("no cuobjdump (CUDA toolkit or Triton) to list the build's images")
+    library = fusedmlp._C.__file__
+    elves = subprocess.run([tool, "--list-elf", library], capture_output=True, text=True,
+                           check=True).stdout
+    ptx = subprocess.run([tool, "--list-ptx", library], capture_output=True, text=True,
+                         check=True).stdout
+    assert "gemm_mma.sm_80.cubin" in elves and "gemm_mma.sm_90.cubin" in elves, elves
+    assert "gemm_mma.sm_90.ptx" in ptx, ptx
+    assert all(int(arch) >= 80 for arch in re.findall(r"\.sm_(\d+)\.ptx", ptx)), ptx
 
 
 @gpu_test
@@ -219,6 +256,7 @@ def test_opcheck_backward(mask):
 
 
 @gpu_test
+@pytest.mark.compile
 @pytest.mark.parametrize("backend,dynamic", [("inductor", False), ("aot_eager", True)])
 def test_compile_fullgraph_equals_eager(backend, dynamic):
     check_compile_equals_eager(backend, dynamic, device="cuda")
@@ -270,6 +308,7 @@ def test_autocast_leaves_float64_alone():
 
 
 @gpu_test
+@pytest.mark.compile
 def test_autocast_under_compile():
     torch._dynamo.reset()
     model = SmallMLP().cuda()

@@ -64,6 +64,14 @@ GemmPlan plan_simt_gemm(DType dtype, const GemmArgs& args, int sm_count);
 void launch_simt_gemm(DType dtype, const GemmArgs& args, const GemmPlan& plan, void* workspace,
                       cudaStream_t stream);
 GemmPlan plan_mma_gemm(DType dtype, const GemmArgs& args, int sm_count);
+// The image of the tensor-core kernel that the current device loaded, as major * 10 +
+// minor: `binary` the machine code's arch (cudaFuncAttributes::binaryVersion), `ptx` the
+// virtual arch its code was compiled for (ptxVersion; lower than the device's when the
+// driver JIT-compiled older PTX). Throws if this build has no image the device can load.
+struct KernelImage {
+  int binary = 0, ptx = 0;
+};
+KernelImage mma_kernel_image(DType dtype);
 void launch_mma_gemm(DType dtype, const GemmArgs& args, const GemmPlan& plan, void* workspace,
                      cudaStream_t stream);
 

@@ -98,8 +98,13 @@ struct OperandTile {
   }
 };
 
+// Blocks per SM such that ptxas keeps to 128 registers per thread (64K registers per SM):
+// 2 for the 256-thread tile (168 registers without the bound), 4 for the 128-thread one
+// (128 without it, 148 when the bound names 1 block); spill-free either way
+// (benchmarks/NOTES.md has the ptxas figures).
 template <typename T, class Tile>
-__global__ void __launch_bounds__(Tile::kThreads) mma_gemm_kernel(const GemmParams<T> p) {
+__global__ void __launch_bounds__(Tile::kThreads, 512 / Tile::kThreads)
+    mma_gemm_kernel(const GemmParams<T> p) {
   constexpr int BM = Tile::BM, BN = Tile::BN, BK = Tile::BK, MT = Tile::MT, NT = Tile::NT;
   constexpr int kThreads = Tile::kThreads;
   __shared__ OperandTile<T, BM, BK> a_tile[2];
@@ -204,6 +209,23 @@ GemmPlan plan_mma_gemm(DType dtype, const GemmArgs& args, int sm_count) {
     throw std::runtime_error("fusedmlp: the tensor-core GEMM runs float16 and bfloat16");
   }
   return plan_tiles<BigTile, SmallTile, float>(args, sm_count);
+}
+
+KernelImage mma_kernel_image(DType dtype) {
+  // All kernels of this file come from one image per arch: one kernel tells about all.
+  cudaFuncAttributes attributes{};
+  const cudaError_t status =
+      dtype == DType::bf16
+          ? cudaFuncGetAttributes(&attributes, mma_gemm_kernel<__nv_bfloat16, BigTile>)
+          : cudaFuncGetAttributes(&attributes, mma_gemm_kernel<__half, BigTile>);
+  if (status != cudaSuccess) {
+    cudaGetLastError();  // not sticky: clear it, the caller reports it by throwing
+    throw std::runtime_error(
+        std::string("fusedmlp: this build has no CUDA code this GPU can load (") +
+        cudaGetErrorString(status) +
+        "); rebuild with TORCH_CUDA_ARCH_LIST naming this GPU's compute capability");
+  }
+  return {attributes.binaryVersion, attributes.ptxVersion};
 }
 
 void launch_mma_gemm(DType dtype, const GemmArgs& args, const GemmPlan& plan, void* workspace,
