@@ -102,9 +102,9 @@ uint16_t encode(float v, Half16 type) {
 
 // ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16: lanes 8i .. 8i + 7 give the
 // addresses of rows 0..7 of matrix i (8 elements, 16 bytes, 16-byte aligned; lanes past
-// the last matrix are ignored). Register i of lane l receives, of matrix i, row l / 4,
-// elements 2 (l % 4) and 2 (l % 4) + 1, the first in the low half; with .trans, the same
-// of the transposed matrix: rows 2 (l % 4) and 2 (l % 4) + 1 of element l / 4.
+// the last matrix are ignored). Register i of lane l receives two elements of matrix i,
+// the first in the low half: (row, column) = (l / 4, 2 (l % 4)) and (l / 4, 2 (l % 4) + 1);
+// with .trans, those of the transposed matrix: (2 (l % 4), l / 4) and (2 (l % 4) + 1, l / 4).
 void ldmatrix(const std::vector<uint16_t>& shared, const int (&row_offset)[32], int num,
               bool trans, uint32_t (&regs)[32][4]) {
   for (int lane = 0; lane < 8 * num; ++lane) {
@@ -205,12 +205,18 @@ const char* layout_name(bool outer_contiguous) {
 // chunks (chunk_origin), each element read from the matrix or zero outside it, stored
 // where `store_offset(o, kk, along_outer, e)` says (element e of the chunk from (o, kk)).
 // Checks that the chunks cover the tile exactly once and that no shared element is
-// written twice.
+// written twice. The stage is first filled with NaN, so that a read of an element no chunk
+// wrote (a pad, a stale value) shows in the product.
 template <int OUTER, int K, int VEC, int THREADS, class Elem, class Encode, class StoreOffset>
 void load_tile(const Operand2D& src, int64_t outer0, int64_t k0, bool along_outer,
                std::vector<Elem>& shared, Encode encode_value, StoreOffset store_offset) {
   static_assert(OUTER * K % (THREADS * VEC) == 0, "the kernels' TileLoader asserts this too");
   constexpr int kChunks = OUTER * K / (THREADS * VEC);
+  if constexpr (sizeof(Elem) == 2) {
+    std::fill(shared.begin(), shared.end(), Elem{0x7fff});  // NaN as float16 and bfloat16
+  } else {
+    std::fill(shared.begin(), shared.end(), Elem(NAN));
+  }
   std::vector<int> tile_seen(OUTER * K, 0), shared_seen(shared.size(), 0);
   for (int thread = 0; thread < THREADS; ++thread) {
     for (int c = 0; c < kChunks; ++c) {
