@@ -11,6 +11,7 @@ deliberate bug each (two lanes swapped, .trans dropped, a k index shifted, ...) 
 require the checks to fail: they show the checks can catch what they are for.
 """
 import os
+import shlex
 import shutil
 import subprocess
 
@@ -35,7 +36,7 @@ def build_checks(tmp_path, header_text=None):
         with open(os.path.join(include, "cuda", "index_math.h"), "w") as f:
             f.write(header_text)
     exe = str(tmp_path / "index_math_check")
-    cmd = [CXX, "-std=c++17", "-O1", "-Wall", "-Wextra", f"-I{include}", CHECKS, "-o", exe]
+    cmd = [*shlex.split(CXX), "-std=c++17", "-O1", "-Wall", "-Wextra", f"-I{include}", CHECKS, "-o", exe]
     built = subprocess.run(cmd, capture_output=True, text=True)
     assert built.returncode == 0, (
         f"compiling the CUDA index math checks failed:\n{' '.join(cmd)}\n{built.stderr}")
