@@ -10,6 +10,8 @@
 
 #include <cstdint>
 
+#include "cuda/index_math.h"
+
 namespace fusedmlp::cuda {
 
 enum class DType { f32, f64, f16, bf16 };
@@ -36,18 +38,7 @@ struct GemmArgs {
   int64_t ldc = 0;
 };
 
-// How a GEMM is cut into blocks: the tile size, and for problems with too few output
-// tiles to fill the GPU but a long k (grad_w of a tall batch: 128 x 128 outputs summed
-// over 65536 rows), `splits` slices of k, each block summing one slice into a partial in
-// the accumulator type (float; double for f64); a second kernel adds the slices in a
-// fixed order and applies the epilogue (deterministic, no atomics). The caller allocates
-// workspace_bytes on the device.
-struct GemmPlan {
-  bool big_tiles = true;
-  int splits = 1;
-  int64_t k_per_split = 0;  // a multiple of the tile's k depth; k when splits == 1
-  size_t workspace_bytes = 0;
-};
+// GemmPlan (how a GEMM is cut into blocks and k slices): see index_math.h.
 
 // The plan for this problem on the current device. Throws std::runtime_error where the
 // kernels cannot run (fp16/bf16 need sm_80+).

@@ -2,24 +2,12 @@
 // mma.sync.m16n8k16 (sm_80+) accumulating in float32; bias and ReLU are applied to the
 // float32 accumulators, which are rounded once, at the store.
 // A BM x BN output tile per block, BK = 32 deep tiles of A and B in shared memory (double
-// buffered by pipelined_k_loop); each warp owns a WM x WN sub-tile = MT x NT mma tiles.
+// buffered by pipelined_k_loop); each warp owns a WM x WN sub-tile = MT x NT mma tiles
+// (the tiles, layouts and fragment addressing: index_math.h).
 #include "cuda/tile.cuh"
 
 namespace fusedmlp::cuda {
 namespace {
-
-template <int BM_, int BN_, int WARPS_M, int WARPS_N>
-struct MmaTile {
-  static constexpr int BM = BM_, BN = BN_, BK = 32;
-  static constexpr int kWarpsN = WARPS_N;
-  static constexpr int WM = BM / WARPS_M, WN = BN / WARPS_N;
-  static constexpr int MT = WM / 16, NT = WN / 8;  // mma tiles (16 x 8) per warp
-  static constexpr int kThreads = 32 * WARPS_M * WARPS_N;
-  static_assert(WM % 16 == 0 && WN % 16 == 0, "warp tile: whole mma tiles, in pairs along n");
-};
-
-using BigTile = MmaTile<128, 128, 2, 4>;   // 8 warps, 64 x 32 each
-using SmallTile = MmaTile<64, 64, 2, 2>;   // 4 warps, 32 x 32 each
 
 // c += a · b for one m16n8k16 tile; fragments as the PTX ISA lays them out per lane.
 template <typename T>
@@ -66,35 +54,27 @@ __device__ __forceinline__ void load_matrices_x4(uint32_t (&r)[4], const void* r
 #endif
 }
 
-// One stage of an operand (OUTER x BK) in shared memory, laid out the way its chunks
-// arrive so that each chunk is one 16-byte store: k-contiguous rows [OUTER][BK + 8] for
-// an operand read along k, outer-contiguous rows [BK][OUTER + 8] for one read along the
-// outer dimension (its fragments then come from ldmatrix.trans). The 8-element pads keep
-// rows 16-byte aligned and put the 8 rows of one ldmatrix matrix in different banks.
+// One stage of an operand (OUTER x BK) in shared memory, laid out as MmaOperandLayout
+// says: the way its chunks arrive, so that each chunk is one 16-byte store.
 template <typename T, int OUTER, int BK>
 struct OperandTile {
-  static constexpr int kKPitch = BK + 8, kOuterPitch = OUTER + 8;
-  static constexpr int kSize = OUTER * kKPitch > BK * kOuterPitch ? OUTER * kKPitch
-                                                                  : BK * kOuterPitch;
-  alignas(16) T data[kSize];
+  using Layout = MmaOperandLayout<OUTER, BK>;
+  alignas(16) T data[Layout::kSize];
 
   __device__ __forceinline__ void store(int o, int kk, bool along_outer,
                                         const T (&chunk)[kVecElems<T>]) {
-    T* at = along_outer ? &data[kk * kOuterPitch + o] : &data[o * kKPitch + kk];
-    *reinterpret_cast<uint4*>(at) = *reinterpret_cast<const uint4*>(chunk);
+    *reinterpret_cast<uint4*>(&data[Layout::offset(o, kk, along_outer)]) =
+        *reinterpret_cast<const uint4*>(chunk);
   }
 
-  // The four 8 x 8 (outer x k) matrices at (o0 + outer_offset(q), k0 + k_offset(q)),
-  // q = 0..3, as mma fragment registers (this lane addresses row l % 8 of matrix l / 8).
-  template <class OuterOffset, class KOffset>
-  __device__ __forceinline__ void fragments(uint32_t (&r)[4], bool along_outer, int o0, int k0,
-                                            OuterOffset outer_offset, KOffset k_offset) const {
-    const int lane = threadIdx.x % 32, q = lane / 8, row = lane % 8;
-    const int o = o0 + outer_offset(q), kk = k0 + k_offset(q);
-    // Stored k-major, a matrix's rows are k: ldmatrix.trans hands out (outer, k) pairs.
-    const T* address = along_outer ? &data[(kk + row) * kOuterPitch + o]
-                                   : &data[(o + row) * kKPitch + kk];
-    load_matrices_x4(r, address, along_outer);
+  // The four 8 x 8 (outer x k) matrices at (o0 + Matrices::outer(q), k0 + Matrices::k(q)),
+  // q = 0..3, as mma fragment registers.
+  template <class Matrices>
+  __device__ __forceinline__ void fragments(uint32_t (&r)[4], bool along_outer, int o0,
+                                            int k0) const {
+    const int lane = threadIdx.x % 32;
+    load_matrices_x4(r, &data[Layout::template ldmatrix_row<Matrices>(lane, along_outer, o0, k0)],
+                     Layout::ldmatrix_trans(along_outer));
   }
 };
 
@@ -117,7 +97,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 512 / Tile::kThreads)
   TileLoader<T, BN, BK, kThreads> b_loader(p.b, TileOperand<T>{}, n0, p.n, p.k);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int warp_m = warp / Tile::kWarpsN, warp_n = warp % Tile::kWarpsN;
+  const int warp_m0 = Tile::warp_m0(warp), warp_n0 = Tile::warp_n0(warp);
 
   constexpr int V = kVecElems<T>;
   auto store_tiles = [&](int stage) {
@@ -144,28 +124,23 @@ __global__ void __launch_bounds__(Tile::kThreads, 512 / Tile::kThreads)
   pipelined_k_loop<BK>(k_begin, k_tiles, a_loader, b_loader, store_tiles, [&](int stage) {
 #pragma unroll
     for (int ks = 0; ks < BK; ks += 16) {
-      // A fragment of mma tile i: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7),
-      // (rows 0-7, k 8-15), (rows 8-15, k 8-15) = a0..a3.
+      // A fragment of mma tile i; B fragments of mma tiles j, j + 1.
       uint32_t a[MT][4];
 #pragma unroll
       for (int i = 0; i < MT; ++i) {
-        a_tile[stage].fragments(
-            a[i], p.a.along_outer, warp_m * Tile::WM + i * 16, ks,
-            [](int q) { return q % 2 * 8; }, [](int q) { return q / 2 * 8; });
+        a_tile[stage].template fragments<AFragmentMatrices>(a[i], p.a.along_outer,
+                                                            warp_m0 + i * 16, ks);
       }
-      // B fragments of mma tiles j, j + 1: matrices (n 0-7 of j, k 0-7), (n 0-7 of j,
-      // k 8-15), then the same for j + 1 = b[j][0], b[j][1], b[j+1][0], b[j+1][1].
       uint32_t b[NT][2];
 #pragma unroll
       for (int j = 0; j < NT; j += 2) {
         uint32_t r[4];
-        b_tile[stage].fragments(
-            r, p.b.along_outer, warp_n * Tile::WN + j * 8, ks,
-            [](int q) { return q / 2 * 8; }, [](int q) { return q % 2 * 8; });
-        b[j][0] = r[0];
-        b[j][1] = r[1];
-        b[j + 1][0] = r[2];
-        b[j + 1][1] = r[3];
+        b_tile[stage].template fragments<BFragmentPairMatrices>(r, p.b.along_outer,
+                                                                warp_n0 + j * 8, ks);
+#pragma unroll
+        for (int q = 0; q < 4; ++q) {
+          b[j + BFragmentPairMatrices::tile(q)][BFragmentPairMatrices::reg(q)] = r[q];
+        }
       }
 #pragma unroll
       for (int i = 0; i < MT; ++i) {
@@ -175,30 +150,27 @@ __global__ void __launch_bounds__(Tile::kThreads, 512 / Tile::kThreads)
     }
   });
 
-  // Accumulator fragment: c0, c1 at (group, 2 * pair + {0, 1}), c2, c3 at row group + 8
-  // (PTX's groupID and threadID_in_group).
-  const int group = lane / 4, pair = lane % 4;
 #pragma unroll
   for (int i = 0; i < MT; ++i) {
-    const int64_t row = m0 + warp_m * Tile::WM + i * 16 + group;
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
-      const int64_t col = n0 + warp_n * Tile::WN + j * 8 + 2 * pair;
-      finish(p, row, col, acc[i][j][0]);
-      finish(p, row, col + 1, acc[i][j][1]);
-      finish(p, row + 8, col, acc[i][j][2]);
-      finish(p, row + 8, col + 1, acc[i][j][3]);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        finish(p, m0 + warp_m0 + i * 16 + mma_accumulator_row(lane, e),
+               n0 + warp_n0 + j * 8 + mma_accumulator_col(lane, e), acc[i][j][e]);
+      }
     }
   }
 }
 
 template <typename T>
 void launch(const GemmArgs& args, const GemmPlan& plan, void* workspace, cudaStream_t stream) {
+  using Big = MmaTiles::Big;
+  using Small = MmaTiles::Small;
   if (plan.big_tiles) {
-    launch_gemm_kernel<T, BigTile>(mma_gemm_kernel<T, BigTile>, args, plan, workspace, stream);
+    launch_gemm_kernel<T, Big>(mma_gemm_kernel<T, Big>, args, plan, workspace, stream);
   } else {
-    launch_gemm_kernel<T, SmallTile>(mma_gemm_kernel<T, SmallTile>, args, plan, workspace,
-                                     stream);
+    launch_gemm_kernel<T, Small>(mma_gemm_kernel<T, Small>, args, plan, workspace, stream);
   }
 }
 
@@ -208,7 +180,7 @@ GemmPlan plan_mma_gemm(DType dtype, const GemmArgs& args, int sm_count) {
   if (dtype != DType::f16 && dtype != DType::bf16) {
     throw std::runtime_error("fusedmlp: the tensor-core GEMM runs float16 and bfloat16");
   }
-  return plan_tiles<BigTile, SmallTile, float>(args, sm_count);
+  return plan_tiles<MmaTiles::Big, MmaTiles::Small, float>(args, sm_count);
 }
 
 KernelImage mma_kernel_image(DType dtype) {

@@ -2,32 +2,11 @@
 // A BM x BN output tile per block, BK-deep tiles of A and B in shared memory (double
 // buffered by pipelined_k_loop: the next tile's global loads are in flight while this
 // one is multiplied), and a TM x TN register tile per thread, read from shared memory as
-// 16-byte vectors.
+// 16-byte vectors (the tiles and the register tile's layout: index_math.h).
 #include "cuda/tile.cuh"
 
 namespace fusedmlp::cuda {
 namespace {
-
-template <int BM_, int BN_, int BK_, int TM_, int TN_>
-struct SimtTile {
-  static constexpr int BM = BM_, BN = BN_, BK = BK_, TM = TM_, TN = TN_;
-  static constexpr int kThreadsM = BM / TM, kThreadsN = BN / TN;
-  static constexpr int kThreads = kThreadsM * kThreadsN;
-};
-
-// Big tiles for throughput; small ones when big tiles would leave SMs idle.
-template <typename T>
-struct SimtTiles;
-template <>
-struct SimtTiles<float> {
-  using Big = SimtTile<128, 128, 8, 8, 8>;
-  using Small = SimtTile<64, 64, 16, 4, 4>;
-};
-template <>
-struct SimtTiles<double> {
-  using Big = SimtTile<64, 64, 16, 4, 4>;
-  using Small = SimtTile<32, 32, 16, 2, 2>;
-};
 
 template <typename T>
 struct Vec16;  // the 16-byte vector of T
@@ -57,7 +36,10 @@ __global__ void __launch_bounds__(Tile::kThreads) simt_gemm_kernel(const GemmPar
   const int64_t m0 = tile_m * BM, n0 = tile_n * BN;
   TileLoader<T, BM, BK, kThreads> a_loader(p.a, p.a_mask, m0, p.m, p.k);
   TileLoader<T, BN, BK, kThreads> b_loader(p.b, TileOperand<T>{}, n0, p.n, p.k);
-  const int tx = threadIdx.x % Tile::kThreadsN, ty = threadIdx.x / Tile::kThreadsN;
+  const int tx = Tile::thread_n(threadIdx.x), ty = Tile::thread_m(threadIdx.x);
+  // Where register i of this thread's tile lies along m (along n) in the block tile.
+  auto row_of = [&](int i) { return register_tile_offset<V, Tile::kThreadsM>(ty, i); };
+  auto col_of = [&](int j) { return register_tile_offset<V, Tile::kThreadsN>(tx, j); };
 
   // Shared rows are k, columns the outer dimension.
   auto store_tiles = [&](int stage) {
@@ -86,12 +68,12 @@ __global__ void __launch_bounds__(Tile::kThreads) simt_gemm_kernel(const GemmPar
 #pragma unroll
       for (int v = 0; v < TM / V; ++v) {
         *reinterpret_cast<Vec*>(&a[v * V]) = *reinterpret_cast<const Vec*>(
-            &a_tile[stage][kk][v * Tile::kThreadsM * V + ty * V]);
+            &a_tile[stage][kk][row_of(v * V)]);
       }
 #pragma unroll
       for (int v = 0; v < TN / V; ++v) {
         *reinterpret_cast<Vec*>(&b[v * V]) = *reinterpret_cast<const Vec*>(
-            &b_tile[stage][kk][v * Tile::kThreadsN * V + tx * V]);
+            &b_tile[stage][kk][col_of(v * V)]);
       }
 #pragma unroll
       for (int i = 0; i < TM; ++i) {
@@ -103,10 +85,10 @@ __global__ void __launch_bounds__(Tile::kThreads) simt_gemm_kernel(const GemmPar
 
 #pragma unroll
   for (int i = 0; i < TM; ++i) {
-    const int64_t row = m0 + i / V * Tile::kThreadsM * V + ty * V + i % V;
+    const int64_t row = m0 + row_of(i);
 #pragma unroll
     for (int j = 0; j < TN; ++j) {
-      const int64_t col = n0 + j / V * Tile::kThreadsN * V + tx * V + j % V;
+      const int64_t col = n0 + col_of(j);
       finish(p, row, col, acc[i][j]);
     }
   }

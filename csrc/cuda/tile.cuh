@@ -1,7 +1,8 @@
 // Building blocks shared by the GEMM kernels (gemm_simt.cu, gemm_mma.cu) and the column
 // sums (column_sums.cu): scalar conversions, the NaN-preserving ReLU and the ReLU mask,
 // the strided tile loader, the pipelined k loop, the tiling plan and tile schedule, the
-// fused epilogue and the split-k reduction.
+// fused epilogue and the split-k reduction. Their index math is in index_math.h, which
+// the host tests (tests/cuda_host) check on the CPU.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -15,6 +16,7 @@
 #include <type_traits>
 
 #include "cuda/gemm.h"
+#include "cuda/index_math.h"
 
 namespace fusedmlp::cuda {
 
@@ -83,7 +85,8 @@ TileOperand<T> tile_operand(const Operand& op, int along_outer = -1) {
   t.data = static_cast<const T*>(op.data);
   t.outer_stride = op.outer_stride;
   t.k_stride = op.k_stride;
-  t.along_outer = along_outer < 0 ? (op.k_stride != 1 && op.outer_stride == 1) : along_outer;
+  t.along_outer = along_outer < 0 ? chunks_along_outer(op.outer_stride, op.k_stride)
+                                  : along_outer;
   const int64_t step = t.along_outer ? op.outer_stride : op.k_stride;
   const int64_t other = t.along_outer ? op.k_stride : op.outer_stride;
   t.vector = op.data != nullptr && step == 1 && other % kVecElems<T> == 0 && aligned16(op.data);
@@ -154,13 +157,7 @@ class TileLoader {
   // chunks along the contiguous direction.
   __device__ __forceinline__ void chunk_origin(int c, int& o, int& kk) const {
     const int chunk = threadIdx.x + c * THREADS;
-    if (op_.along_outer) {
-      kk = chunk / (OUTER / kVec);
-      o = chunk % (OUTER / kVec) * kVec;
-    } else {
-      o = chunk / (K / kVec);
-      kk = chunk % (K / kVec) * kVec;
-    }
+    fusedmlp::cuda::chunk_origin<OUTER, K, kVec>(chunk, op_.along_outer, o, kk);
   }
 
   __device__ __forceinline__ void load_chunk(const TileOperand<T>& src, int64_t o, int64_t kk,
@@ -235,26 +232,10 @@ struct GemmParams {
   Acc* partials;        // split k: [splits][m][n] raw sums, reduced by splitk_reduce_kernel
 };
 
-// Host side: big tiles when they fill the GPU; else small tiles, and if even those leave
-// SMs idle while k is long, slices of k (at least 4 k tiles each, at most 64 slices).
+// Host side: the plan (index_math.h) of this problem.
 template <class Big, class Small, typename Acc>
 GemmPlan plan_tiles(const GemmArgs& args, int sm_count) {
-  auto tiles = [&](int bm, int bn) { return ((args.m + bm - 1) / bm) * ((args.n + bn - 1) / bn); };
-  GemmPlan plan;
-  plan.k_per_split = args.k;
-  if (tiles(Big::BM, Big::BN) >= sm_count) return plan;
-  plan.big_tiles = false;
-  const int64_t small_tiles = tiles(Small::BM, Small::BN);
-  const int64_t k_tiles = (args.k + Small::BK - 1) / Small::BK;
-  constexpr int64_t kMinTilesPerSplit = 4, kMaxSplits = 64;
-  int64_t splits = std::min({(2 * sm_count + small_tiles - 1) / small_tiles,
-                             k_tiles / kMinTilesPerSplit, kMaxSplits});
-  if (splits <= 1) return plan;
-  plan.k_per_split = (k_tiles + splits - 1) / splits * Small::BK;
-  splits = (args.k + plan.k_per_split - 1) / plan.k_per_split;  // no empty slice
-  plan.splits = static_cast<int>(splits);
-  plan.workspace_bytes = static_cast<size_t>(splits * args.m * args.n) * sizeof(Acc);
-  return plan;
+  return plan_tiles<Big, Small, Acc>(args.m, args.n, args.k, sm_count);
 }
 
 template <typename T>
@@ -271,35 +252,25 @@ GemmParams<T> gemm_params(const GemmArgs& args, int block_m, int block_n) {
   p.relu = args.relu;
   p.c = static_cast<T*>(args.c);
   p.ldc = args.ldc;
-  p.tiles_m = (args.m + block_m - 1) / block_m;
-  p.tiles_n = (args.n + block_n - 1) / block_n;
+  p.tiles_m = ceil_div(args.m, block_m);
+  p.tiles_n = ceil_div(args.n, block_n);
   p.k_per_split = args.k;
   p.partials = nullptr;
   return p;
 }
 
-// Block -> output tile, in groups of kGroup tile rows walked column by column, so the
-// blocks running together share A and B tiles in L2. blockIdx.y is the k slice.
+// This block's output tile (blockIdx.x; index_math.h's tile_of_block).
 template <typename T>
 __device__ __forceinline__ void tile_of_block(const GemmParams<T>& p, int64_t& tile_m,
                                               int64_t& tile_n) {
-  constexpr int64_t kGroup = 8;
-  const int64_t id = blockIdx.x;
-  const int64_t group_size = kGroup * p.tiles_n;
-  const int64_t first_m = id / group_size * kGroup;
-  const int64_t rows = min(p.tiles_m - first_m, kGroup);
-  tile_m = first_m + id % group_size % rows;
-  tile_n = id % group_size / rows;
+  tile_of_block(int64_t{blockIdx.x}, p.tiles_m, p.tiles_n, tile_m, tile_n);
 }
 
-// The k range [k_begin, k_begin + k_tiles * BK) of this block's slice (clipped to k by
-// the loaders; slices are whole BK tiles, so a block never reads into the next slice).
+// The k range of this block's slice (blockIdx.y; index_math.h's k_range_of_slice).
 template <typename T, int BK>
 __device__ __forceinline__ void k_range_of_block(const GemmParams<T>& p, int64_t& k_begin,
                                                  int64_t& k_tiles) {
-  k_begin = int64_t{blockIdx.y} * p.k_per_split;
-  const int64_t k_end = min(p.k, k_begin + p.k_per_split);
-  k_tiles = k_end > k_begin ? (k_end - k_begin + BK - 1) / BK : 0;
+  k_range_of_slice(int64_t{blockIdx.y}, p.k, p.k_per_split, BK, k_begin, k_tiles);
 }
 
 // The fused epilogue, applied to each accumulator once, right before its single store.
