@@ -70,6 +70,8 @@ if ! command -v "$ARM_CXX" > /dev/null || ! command -v qemu-aarch64 > /dev/null;
   { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
       $sudo apt-get install -y -qq g++-aarch64-linux-gnu qemu-user > /dev/null; } ||
     skip "apt-get could not install g++-aarch64-linux-gnu qemu-user (see above)"
+  command -v "$ARM_CXX" > /dev/null && command -v qemu-aarch64 > /dev/null ||
+    skip "$ARM_CXX or qemu-aarch64 still missing after apt-get install"
 fi
 sources_for arm64 > /dev/null || { echo "arm-check: $PY cannot import torch"; exit 1; }
 
