@@ -13,14 +13,14 @@ export MAX_JOBS ?= 2
 
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup build test demo train bench info fuzz sanitize clean
+.PHONY: setup build test demo train bench info fuzz sanitize dist-check arm-check gemm-check clean
 
 setup: $(VENV)/.built
 
 # Re-run when the package list here or in pyproject.toml changes (an older venv would lack them).
 $(VENV)/.deps: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)" numpy pytest expecttest hypothesis ninja "setuptools>=64" wheel \
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" numpy pytest expecttest hypothesis ninja "setuptools>=77" wheel \
 		scikit-learn tqdm matplotlib $(TEST_MODEL_SPECS)
 	touch $@
 
@@ -70,6 +70,20 @@ sanitize: $(VENV)/.deps
 	  $(abspath $(PY)) -m pytest -q -p no:cacheprovider --rootdir . tests \
 	  -k "not ddp and not compile and not export" --ignore tests/test_bench.py \
 	  --deselect tests/test_reliability.py::test_no_memory_growth_over_3000_training_steps
+
+# What a package index would serve: sdist -> wheel built from it -> fresh venv -> smoke
+# test (CPU-only build unless FUSEDMLP_CUDA=1). See scripts/dist_check.sh.
+dist-check: $(VENV)/.deps
+	PYTHON=$(PY) bash scripts/dist_check.sh
+
+# The CPU kernels on 64-bit Arm via a cross compiler and qemu-user (installed with apt-get
+# when possible, skipped with a message when not). See scripts/arm_check.sh.
+arm-check: $(VENV)/.deps
+	PYTHON=$(PY) bash scripts/arm_check.sh
+
+# The same standalone GEMM check, natively: every ISA this CPU has, no torch in the loop.
+gemm-check: $(VENV)/.deps
+	PYTHON=$(PY) bash scripts/arm_check.sh --native
 
 clean:
 	rm -rf build *.egg-info fusedmlp/_C*.so

@@ -14,6 +14,7 @@ Knobs (environment variables):
 import glob
 import os
 import shutil
+import sysconfig
 
 from setuptools import find_packages, setup
 
@@ -68,8 +69,34 @@ def _default_cuda_archs():
     os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
 
 
+# Micro-kernel sources that only compile for one architecture (their intrinsics headers
+# exist only there); every other source, the portable kernel included, builds everywhere.
+# csrc/cpu/isa.cpp offers the same split at run time.
+ARCH_ONLY_SOURCES = {
+    "x86": ["csrc/cpu/isa_avx2.cpp", "csrc/cpu/isa_avx512.cpp"],
+    "arm64": ["csrc/cpu/isa_neon.cpp"],
+}
+
+
+def _target_arch():
+    """x86, arm64 or None (anything else: the portable kernel only). The platform being
+    built for: sysconfig honours _PYTHON_HOST_PLATFORM, which cross builds set."""
+    machine = sysconfig.get_platform().rsplit("-", 1)[-1].lower()
+    if machine in ("x86_64", "amd64", "i386", "i686", "win32"):
+        return "x86"
+    if machine in ("aarch64", "arm64"):
+        return "arm64"
+    return None
+
+
+def _cpu_sources(arch):
+    other_arch = {src for a, srcs in ARCH_ONLY_SOURCES.items() if a != arch for src in srcs}
+    sources = (p.replace(os.sep, "/") for p in glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    return sorted(src for src in sources if src not in other_arch)
+
+
 def _extension():
-    cpu_sources = sorted(glob.glob("csrc/*.cpp") + glob.glob("csrc/cpu/*.cpp"))
+    cpu_sources = _cpu_sources(_target_arch())
     cuda_sources = sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
     with_cuda = _want_cuda(cuda_sources)
 
@@ -103,8 +130,11 @@ def _extension():
     return CppExtension(sources=cpu_sources, extra_compile_args={"cxx": cxx}, **common)
 
 
-setup(
-    packages=find_packages(include=["fusedmlp", "fusedmlp.*"]),
-    ext_modules=[_extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)},
-)
+# Guarded so that scripts/arm_check.sh can import this file for _cpu_sources (pip and
+# `python setup.py` run it as __main__).
+if __name__ == "__main__":
+    setup(
+        packages=find_packages(include=["fusedmlp", "fusedmlp.*"]),
+        ext_modules=[_extension()],
+        cmdclass={"build_ext": BuildExtension.with_options(no_python_abi_suffix=False)},
+    )

@@ -22,8 +22,9 @@ def info() -> dict:
 
 
 def set_cpu_isa(name: str) -> None:
-    """Use the 'generic', 'avx2' or 'avx512' CPU micro-kernels (ValueError if this CPU
-    cannot run them). The default is the best one; FUSEDMLP_CPU_ISA sets it at start-up."""
+    """Use the 'generic', 'avx2' or 'avx512' (x86) or 'neon' (64-bit Arm) CPU
+    micro-kernels (ValueError if this build or CPU cannot run them). The default is the
+    best one; FUSEDMLP_CPU_ISA sets it at start-up."""
     _C.set_cpu_isa(name)
 
 

@@ -1,5 +1,6 @@
 """The ops as torch sees them: opcheck, torch.compile, torch.export, the info helpers."""
 import os
+import platform
 import subprocess
 import sys
 
@@ -66,7 +67,7 @@ def test_export_round_trip():
 
 def test_info_reports_build_and_isa():
     info = fusedmlp.info()
-    assert info["cpu_isa"] in ("generic", "avx2", "avx512")
+    assert info["cpu_isa"] in ("generic", "avx2", "avx512", "neon")
     assert info["num_threads"] == torch.get_num_threads()
     assert isinstance(info["cuda_built"], bool)
     out = subprocess.run([sys.executable, "-m", "fusedmlp.info"], capture_output=True,
@@ -75,11 +76,18 @@ def test_info_reports_build_and_isa():
 
 
 def test_set_cpu_isa_rejects_unknown_and_unsupported():
+    before = fusedmlp.info()["cpu_isa"]
     with pytest.raises(ValueError, match="unknown CPU ISA 'sse9'"):
         fusedmlp.set_cpu_isa("sse9")
     if fusedmlp.info()["best_cpu_isa"] != "avx512":
         with pytest.raises(ValueError, match="cannot run the avx512 kernels"):
             fusedmlp.set_cpu_isa("avx512")
+    # The ISAs are not a ladder: the NEON kernel exists only in 64-bit Arm builds, the
+    # AVX ones only in x86 builds.
+    other_arch = "avx2" if platform.machine().lower() in ("aarch64", "arm64") else "neon"
+    with pytest.raises(ValueError, match=f"cannot run the {other_arch} kernels"):
+        fusedmlp.set_cpu_isa(other_arch)
+    assert fusedmlp.info()["cpu_isa"] == before  # a refused choice changes nothing
 
 
 def run_with_isa_env(value, code):

@@ -36,15 +36,7 @@ MicroKernel<double> pick<double>(const MicroKernels& set) { return set.f64; }
 
 template <typename T>
 MicroKernel<T> active_microkernel() {
-  static const MicroKernels generic = generic_microkernels();
-  static const MicroKernels avx2 = best_isa() >= Isa::avx2 ? avx2_microkernels() : generic;
-  static const MicroKernels avx512 = best_isa() >= Isa::avx512 ? avx512_microkernels() : generic;
-  switch (active_isa()) {
-    case Isa::avx512: return pick<T>(avx512);
-    case Isa::avx2: return pick<T>(avx2);
-    case Isa::generic: break;
-  }
-  return pick<T>(generic);
+  return pick<T>(microkernels(active_isa()));
 }
 
 // Per-thread packing buffers, 64-byte aligned, grown on demand and reused across calls

@@ -13,7 +13,9 @@ namespace fusedmlp::cpu {
 // Columns of C per dot-product tile (rows of B), for every ISA.
 constexpr int kDotNR = 4;
 
-enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
+// Not a ladder: x86 has avx2 and avx512, 64-bit Arm has neon, and every CPU has generic.
+// Which ones a machine can run is isa_supported(), never a comparison of these values.
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2, neon = 3 };
 
 // Computes one MR x NR tile of C:
 //   C[0:m_valid, 0:n_valid] = epilogue(init + A_panel · B_panel)
@@ -61,11 +63,19 @@ struct MicroKernels {
   MicroKernel<double> f64;
 };
 
+// One per ISA source file; setup.py compiles isa_avx*.cpp for x86 only and isa_neon.cpp
+// for 64-bit Arm only, so call them through microkernels(isa), which knows the build.
 MicroKernels generic_microkernels();
 MicroKernels avx2_microkernels();
 MicroKernels avx512_microkernels();
+MicroKernels neon_microkernels();
 
-// The best ISA this CPU (and OS) supports.
+// The micro-kernels of `isa`, built once; `isa` must be isa_supported().
+const MicroKernels& microkernels(Isa isa);
+
+// Whether this build has kernels for `isa` and this CPU (and OS) can run them.
+bool isa_supported(Isa isa);
+// The best of the supported ISAs.
 Isa best_isa();
 // The ISA the kernels use now: best_isa(), lowered by FUSEDMLP_CPU_ISA at start-up or by
 // set_active_isa() (tests run every path on one machine that way).
@@ -73,7 +83,7 @@ Isa active_isa();
 // Throws std::invalid_argument when the CPU cannot run `isa`.
 void set_active_isa(Isa isa);
 const char* isa_name(Isa isa);
-// Parses "generic" / "avx2" / "avx512"; throws std::invalid_argument otherwise.
+// Parses "generic" / "avx2" / "avx512" / "neon"; throws std::invalid_argument otherwise.
 Isa parse_isa(const char* name);
 
 }  // namespace fusedmlp::cpu
