@@ -188,8 +188,8 @@ KernelImage mma_kernel_image(DType dtype) {
   cudaFuncAttributes attributes{};
   const cudaError_t status =
       dtype == DType::bf16
-          ? cudaFuncGetAttributes(&attributes, mma_gemm_kernel<__nv_bfloat16, BigTile>)
-          : cudaFuncGetAttributes(&attributes, mma_gemm_kernel<__half, BigTile>);
+          ? cudaFuncGetAttributes(&attributes, mma_gemm_kernel<__nv_bfloat16, MmaTiles::Big>)
+          : cudaFuncGetAttributes(&attributes, mma_gemm_kernel<__half, MmaTiles::Big>);
   if (status != cudaSuccess) {
     cudaGetLastError();  // not sticky: clear it, the caller reports it by throwing
     throw std::runtime_error(
