@@ -1,24 +1,30 @@
-"""``fuse(model)``: run a model's Linear -> ReLU pairs on ``FusedLinearReLU`` and give back
+"""``fuse(model)``: run a model's Linear -> activation pairs on fused layers and give back
 the same model: its class, containers, methods, attributes, ``state_dict`` keys and
 ``named_modules()`` paths.
 
 torch.fx traces ``forward`` only to FIND the pairs: an ``nn.Linear`` call whose output goes
-only into an activation listed in ``_ACTIVATIONS`` (``nn.ReLU``, ``torch.relu``, ``F.relu``,
-``x.relu()``, in-place forms too). The pairs are then rewritten, preferably in place:
+only into one of torch's activations that our kernels compute (``fusedmlp._torch_activations``:
+the modules ``nn.ReLU``, ``nn.GELU``, ``nn.SiLU``, ``nn.LeakyReLU``, ``nn.Sigmoid``,
+``nn.Tanh``, the functions ``F.relu``, ``F.gelu``, ``F.silu``, ``F.leaky_relu``,
+``torch.sigmoid``, ``torch.tanh``, ..., the Tensor methods, in-place forms too), with the
+arguments read from the module or the call (GELU's ``approximate``, LeakyReLU's
+``negative_slope``). The pairs are then rewritten, preferably in place:
 
-* The Linear is replaced at its own path(s) by the fused layer over the same Parameter
-  objects (so ``state_dict`` keys and optimizers are unaffected).
-* An activation *module* called only by that Linear (an ``nn.ReLU`` slot of a Sequential,
+* The Linear is replaced at its own path(s) by the fused layer (``FusedLinearReLU`` for
+  ReLU, else ``FusedLinear`` with the activation) over the same Parameter objects (so
+  ``state_dict`` keys and optimizers are unaffected).
+* An activation *module* called only by that Linear (an activation slot of a Sequential,
   timm's ``Mlp.act``) becomes ``nn.Identity``: indices and paths do not move.
-* An activation *call* in ``forward`` (``torch.relu(self.fc(x))``) or a module also called
+* A ReLU *call* in ``forward`` (``torch.relu(self.fc(x))``) or a ReLU module also called
   elsewhere stays where it is and runs on the fused output. That is exact because ReLU is
   idempotent: relu(relu(z)) == relu(z), and its backward masks where relu(z) <= 0, which is
   where z <= 0. It costs one extra elementwise pass (measured in the README).
-* Only an *in-place* activation call on the Linear's output (``F.relu(h, inplace=True)``,
-  ``h.relu_()``, a shared ``nn.ReLU(inplace=True)``) cannot stay: it would modify the fused
-  output, which the fused backward keeps. Then the traced graph is rewritten without the
-  activation calls and a ``torch.fx.GraphModule`` is returned, carrying the original's whole
-  module tree (container types included), parameters, buffers and plain attributes; only the
+* Any other activation call on the Linear's output cannot stay: a non-idempotent one
+  (``F.gelu(self.fc(x))``, a shared ``nn.GELU``) would be applied twice, an in-place ReLU
+  (``F.relu(h, inplace=True)``, ``h.relu_()``) would modify the fused output, which the
+  fused backward keeps. Then the traced graph is rewritten without the fused activation
+  calls and a ``torch.fx.GraphModule`` is returned, carrying the original's whole module
+  tree (container types included), parameters, buffers and plain attributes; only the
   methods of the model's class are not on it. ``FuseReport.route`` says which route was taken.
 
 When fx cannot trace ``forward`` (data-dependent control flow, ...), or its graph would lose
@@ -36,33 +42,25 @@ import logging
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
 from . import _C
+from ._torch_activations import Activation, ActivationCall, call_activation, module_activation
 from .nn import FusedLinear, FusedLinearReLU
 
 __all__ = ["fuse", "FuseReport"]
 
 logger = logging.getLogger("fusedmlp")
 
-# The activations fuse() folds into the Linear before them: activation module types,
-# functions (fx call_function targets) and Tensor method names (call_method targets), each
-# mapped to the activation's name. F.relu_ is torch.relu_.
-_ACTIVATIONS: Dict[object, str] = {
-    nn.ReLU: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu: "relu",
-    "relu": "relu", "relu_": "relu",
-}
-# activation name -> the fused layer over an nn.Linear's Parameters.
-_FUSED_LAYERS: Dict[str, Callable[[nn.Linear], nn.Module]] = {
-    "relu": FusedLinearReLU.from_linear,
-}
 # act(act(z)) == act(z) with the same gradient: a call of it left in forward after the fused
 # layer is still exact.
 _IDEMPOTENT = {"relu"}
+# Tensor methods that change a tensor's dtype: fusing across one would skip the cast.
+_CAST_METHODS = {"to", "type", "float", "double", "half", "bfloat16"}
 _FUSED_DTYPES = (torch.float32, torch.float64)
 
 ROUTE_IN_PLACE = "in place"
@@ -75,7 +73,11 @@ class FuseReport:
     """What ``fuse`` did; the fused model carries it as ``model.fuse_report``."""
 
     fused: List[str] = field(default_factory=list)
-    """Qualified names of the ``nn.Linear`` layers now running fused with their ReLU."""
+    """Qualified names of the ``nn.Linear`` layers now running fused with their activation."""
+    activations: Dict[str, str] = field(default_factory=dict)
+    """Fused ``nn.Linear`` name -> the activation fused into it, as ``fusedmlp.linear``
+    names it (``"relu"``, ``"gelu"``, ``"gelu_tanh"``, ``"silu"``, ``"sigmoid"``,
+    ``"tanh"``; ``"leaky_relu(negative_slope=0.2)"`` with the slope)."""
     linear: List[str] = field(default_factory=list)
     """Qualified names of the ``nn.Linear`` layers now running on ``FusedLinear`` (no ReLU;
     only with ``plain_linear=True``), every name a shared layer is registered under."""
@@ -85,15 +87,16 @@ class FuseReport:
     """Whether torch.fx traced ``forward`` (if not, only Sequential slots were fused)."""
     route: str = ROUTE_IN_PLACE
     """``"in place"``: the model was rewritten module by module and keeps its class;
-    ``"graph"``: the result is a ``torch.fx.GraphModule`` (an in-place activation call had
-    to be removed from forward); ``"untraced"``: fx could not trace forward, only Sequential
+    ``"graph"``: the result is a ``torch.fx.GraphModule`` (an activation call had to be
+    removed from forward: a non-ReLU one, or an in-place ReLU); ``"untraced"``: fx could not trace forward, only Sequential
     slots were rewritten (in place)."""
     activation_kept: List[str] = field(default_factory=list)
     """Fused Linear layers whose activation call still runs in ``forward`` on the fused
     output (exact, as ReLU is idempotent; one extra elementwise pass each)."""
 
     def __str__(self) -> str:
-        lines = [f"fused {len(self.fused)} Linear->ReLU pair(s): {', '.join(self.fused) or '-'}"]
+        pairs = ", ".join(f"{name} ({self.activations.get(name, '?')})" for name in self.fused)
+        lines = [f"fused {len(self.fused)} Linear->activation pair(s): {pairs or '-'}"]
         if self.linear:
             lines.append(f"ran {len(self.linear)} Linear layer(s) on FusedLinear: "
                          f"{', '.join(self.linear)}")
@@ -107,7 +110,7 @@ class FuseReport:
 
 _ROUTE_DESCRIPTIONS = {
     ROUTE_IN_PLACE: "in place (same class, modules replaced at their paths)",
-    ROUTE_GRAPH: "graph (a torch.fx.GraphModule without the in-place activation calls; "
+    ROUTE_GRAPH: "graph (a torch.fx.GraphModule without the fused activation calls; "
                  "it keeps the submodules, parameters, buffers and attributes, not the "
                  "class's methods)",
     ROUTE_UNTRACED: "untraced (fx could not trace forward; only Sequential slots fused, "
@@ -116,20 +119,25 @@ _ROUTE_DESCRIPTIONS = {
 
 
 def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) -> nn.Module:
-    """``model`` with its Linear -> ReLU pairs running on ``FusedLinearReLU``: the same
-    parameters, outputs and gradients (within float32 rounding).
+    """``model`` with its Linear -> activation pairs running on fused layers
+    (``FusedLinearReLU`` for ReLU, ``FusedLinear`` with the activation for GELU, SiLU,
+    LeakyReLU, Sigmoid and Tanh): the same parameters, outputs and gradients (within
+    float32 rounding).
 
     The result is normally ``model`` itself (or its deep copy), rewritten module by module:
     the same class, containers, methods, attributes, ``state_dict`` keys (strict loading
-    works both ways) and ``named_modules()`` paths; a fused Linear's path holds a
-    ``FusedLinearReLU``, a ReLU module called only after it holds ``nn.Identity``. Only
-    when ``forward`` applies an in-place ReLU call to a Linear's output is the result a
+    works both ways) and ``named_modules()`` paths; a fused Linear's path holds the fused
+    layer, an activation module called only after it holds ``nn.Identity``. Only when
+    ``forward`` applies a non-ReLU activation call (or an in-place ReLU call) to a
+    Linear's output, or calls the activation module elsewhere too, is the result a
     ``torch.fx.GraphModule`` (see ``fusedmlp.fuse`` module docs). Use the returned model.
 
     With ``inplace=False`` (the default) ``model`` is deep-copied first and left untouched;
     with ``inplace=True`` its modules are replaced in place (no copy of the parameters). A
     Linear that is called more than once, or whose output is also used other than by the
-    ReLU, is left alone. What was fused and what was left is logged (logger ``"fusedmlp"``)
+    activation, is left alone, as is one whose activation call has arguments the fused
+    layer cannot honour (``out=``, an unknown GELU ``approximate``, ...) or that casts its
+    output's dtype before the activation. What was fused and what was left is logged (logger ``"fusedmlp"``)
     and returned as ``result.fuse_report`` (a :class:`FuseReport`).
 
     ``plain_linear=True`` also moves every remaining ``nn.Linear`` (without hooks, of a
@@ -147,8 +155,9 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) ->
         left = ", ".join(report.skipped) or "none"
         warnings.warn(
             f"fusedmlp.fuse: could not trace {type(model).__name__}.forward with torch.fx "
-            f"({type(error).__name__}: {_first_line(error)}); fused only nn.Linear -> ReLU "
-            f"module slots of Sequential containers ({', '.join(report.fused) or 'none'}); "
+            f"({type(error).__name__}: {_first_line(error)}); fused only nn.Linear -> "
+            f"activation module slots of Sequential containers "
+            f"({', '.join(report.fused) or 'none'}); "
             f"nn.Linear layers left unfused (reasons in result.fuse_report): {left}",
             stacklevel=2)
     else:
@@ -208,9 +217,16 @@ class _Pair:
     linear: nn.Linear
     linear_node: fx.Node
     activation_node: fx.Node
-    activation: str
+    activation: Activation
     activation_module: Optional[nn.Module]
     activation_fate: str  # "identity" | "kept" | "graph" (see _activation_fate)
+
+
+def _fused_layer(linear: nn.Linear, activation: Activation) -> nn.Module:
+    """The fused layer computing activation(linear(x)) over ``linear``'s Parameters."""
+    if activation.name == "relu":
+        return FusedLinearReLU.from_linear(linear)
+    return FusedLinear.from_linear(linear, activation.name, activation.negative_slope)
 
 
 def _fuse_traced(model: nn.Module, graph: fx.Graph) -> Tuple[nn.Module, FuseReport]:
@@ -219,7 +235,8 @@ def _fuse_traced(model: nn.Module, graph: fx.Graph) -> Tuple[nn.Module, FuseRepo
     report = FuseReport(traced=True)
     pairs = _linear_activation_pairs(model, graph, calls, report)
     report.fused = [pair.linear_name for pair in pairs]
-    replacements = {id(pair.linear): _FUSED_LAYERS[pair.activation](pair.linear)
+    report.activations = {pair.linear_name: str(pair.activation) for pair in pairs}
+    replacements = {id(pair.linear): _fused_layer(pair.linear, pair.activation)
                     for pair in pairs}
     for pair in pairs:
         if pair.activation_fate == "identity":
@@ -245,56 +262,73 @@ def _fuse_traced(model: nn.Module, graph: fx.Graph) -> Tuple[nn.Module, FuseRepo
 def _linear_activation_pairs(model: nn.Module, graph: fx.Graph, calls: Counter,
                              report: FuseReport) -> List[_Pair]:
     """The (Linear call, activation call) pairs where the activation is the Linear output's
-    only use and the Linear is called nowhere else (``calls``: call_module nodes per module
-    object); records the rejected ones in ``report.skipped``."""
+    only use, the Linear is called nowhere else (``calls``: call_module nodes per module
+    object) and the activation's arguments can be honoured; records the rejected ones (and
+    Linear layers whose output is cast before an activation) in ``report.skipped``."""
     pairs = []
     for activation_node in graph.nodes:
-        found = _activation_input(model, activation_node)
-        if found is None:
+        call = _activation_call(model, activation_node)
+        if call is None:
             continue
-        linear_node, activation = found
-        if linear_node.op != "call_module":
-            continue
-        linear = model.get_submodule(linear_node.target)
-        if type(linear) is not nn.Linear:
+        linear_node = activation_node.args[0]
+        cast = _cast_method(linear_node)
+        if cast:  # fc(x).float() -> act: the fused layer would skip the cast
+            linear_node = linear_node.args[0]
+        linear = _called_linear(model, linear_node)
+        if linear is None:
             continue
         activation_module = (model.get_submodule(activation_node.target)
                              if activation_node.op == "call_module" else None)
         if calls[id(linear)] > 1:
             why = "it is called more than once"
+        elif cast:
+            why = (f"its output is cast (.{cast}()) before its {call.kind}, a cast a fused "
+                   "layer would skip")
         elif len(linear_node.users) > 1:
-            why = "its output is also used other than by the ReLU"
+            why = f"its output is also used other than by the {call.kind}"
+        elif call.activation is None:
+            why = call.unsupported
         else:
             why = _why_not_fusable(linear, activation_module)
         name = str(linear_node.target)
         if why:
             report.skipped[name] = why
             continue
-        fate = _activation_fate(activation_node, activation, activation_module, calls)
-        pairs.append(_Pair(name, linear, linear_node, activation_node, activation,
+        fate = _activation_fate(call, activation_module, calls)
+        pairs.append(_Pair(name, linear, linear_node, activation_node, call.activation,
                            activation_module, fate))
     return pairs
 
 
-def _activation_input(model: nn.Module, node: fx.Node) -> Optional[Tuple[fx.Node, str]]:
-    """(the node ``node`` applies an activation to, the activation's name), or None when
-    ``node`` is not an activation call (or has arguments besides the input and ``inplace``,
-    such as ``out=``)."""
-    if node.op == "call_function" or node.op == "call_method":
-        activation = _ACTIVATIONS.get(node.target)
-    elif node.op == "call_module":
-        activation = _ACTIVATIONS.get(type(model.get_submodule(node.target)))
-    else:
-        activation = None
-    if activation is None or not node.args or not isinstance(node.args[0], fx.Node):
+def _activation_call(model: nn.Module, node: fx.Node) -> Optional[ActivationCall]:
+    """The activation ``node`` applies to its first argument (a node), or None when it is
+    not one of the activations of ``fusedmlp._torch_activations``."""
+    if not node.args or not isinstance(node.args[0], fx.Node):
         return None
-    extra_args_are_inplace = (all(isinstance(arg, bool) for arg in node.args[1:])
-                              and set(node.kwargs) <= {"inplace"})
-    return (node.args[0], activation) if extra_args_are_inplace else None
+    if node.op == "call_function" or node.op == "call_method":
+        return call_activation(node.target, node.args[1:], node.kwargs)
+    if node.op == "call_module" and len(node.args) == 1 and not node.kwargs:
+        return module_activation(model.get_submodule(node.target))
+    return None
 
 
-def _activation_fate(node: fx.Node, activation: str, module: Optional[nn.Module],
-                     calls: Counter) -> str:
+def _cast_method(node: fx.Node) -> Optional[str]:
+    """The name of the dtype-casting Tensor method ``node`` calls on a node, else None."""
+    if (node.op == "call_method" and node.target in _CAST_METHODS and node.args
+            and isinstance(node.args[0], fx.Node)):
+        return node.target
+    return None
+
+
+def _called_linear(model: nn.Module, node: fx.Node) -> Optional[nn.Linear]:
+    """The nn.Linear (exactly: a subclass may change forward) that ``node`` calls, else None."""
+    if node.op != "call_module":
+        return None
+    module = model.get_submodule(node.target)
+    return module if type(module) is nn.Linear else None
+
+
+def _activation_fate(call: ActivationCall, module: Optional[nn.Module], calls: Counter) -> str:
     """What happens to a fused pair's activation:
     "identity": a module called only here, replaced by nn.Identity (no extra work);
     "kept": a call that may stay in forward, as the activation is idempotent and the call
@@ -302,13 +336,7 @@ def _activation_fate(node: fx.Node, activation: str, module: Optional[nn.Module]
     "graph": it must be removed from forward, which only a rewritten graph can do."""
     if module is not None and calls[id(module)] == 1:
         return "identity"
-    if module is not None:
-        in_place = bool(getattr(module, "inplace", False))
-    else:
-        name = node.target if isinstance(node.target, str) else node.target.__name__
-        in_place = (name.endswith("_") or bool(node.kwargs.get("inplace"))
-                    or any(arg is True for arg in node.args[1:]))
-    return "kept" if activation in _IDEMPOTENT and not in_place else "graph"
+    return "kept" if call.activation.name in _IDEMPOTENT and not call.in_place else "graph"
 
 
 def _why_not_fusable(linear: nn.Linear,
@@ -320,7 +348,7 @@ def _why_not_fusable(linear: nn.Linear,
     if device not in ("cpu", "cuda") or (device == "cuda" and not _C.cuda_built()):
         return f"it is on {device}, which this build of fusedmlp has no kernels for"
     if any(_has_hooks(module) for module in (linear, activation_module) if module is not None):
-        return "it or its ReLU has hooks, which fusing would bypass"
+        return "it or its activation module has hooks, which fusing would bypass"
     return None
 
 
@@ -386,34 +414,39 @@ def _fuse_sequential_slots(model: nn.Module) -> FuseReport:
             if type(linear) is not nn.Linear:
                 continue
             next_slot, next_module = slots[index + 1] if index + 1 < len(slots) else (None, None)
-            activation = _ACTIVATIONS.get(type(next_module))
+            call = module_activation(next_module) if next_module is not None else None
             if registrations[id(linear)] > 1:
                 why = "it is registered more than once in the model"
             elif next_module is None:
                 why = (f"fx could not trace forward, and it is the last module of its "
                        f"{type(container).__name__}")
-            elif activation is None:
+            elif call is None:
                 why = (f"fx could not trace forward, and the next module of its "
-                       f"{type(container).__name__} is {type(next_module).__name__}, not ReLU")
+                       f"{type(container).__name__} is {type(next_module).__name__}, not an "
+                       "activation fusedmlp fuses")
+            elif call.activation is None:
+                why = call.unsupported
             else:
                 why = _why_not_fusable(linear, next_module)
             if why is None:
-                fusable_slots.append((container, slot, next_slot, activation))
+                fusable_slots.append((container, slot, next_slot, call.activation))
             else:
                 reasons.setdefault(id(linear), why)
-    fused_linears = {id(container._modules[slot]) for container, slot, _, _ in fusable_slots}
+    fused_linears = {id(container._modules[slot]): activation
+                     for container, slot, _, activation in fusable_slots}
     report = FuseReport(traced=False, route=ROUTE_UNTRACED)
     for name, module in model.named_modules():  # before the rewrite, under their own names
         if type(module) is not nn.Linear:
             continue
         if id(module) in fused_linears:
             report.fused.append(name)
+            report.activations[name] = str(fused_linears[id(module)])
         else:
             report.skipped[name] = reasons.get(
                 id(module), "fx could not trace forward, and it is not in a Sequential "
-                            "container followed by a ReLU module")
+                            "container followed by an activation module")
     for container, slot, next_slot, activation in fusable_slots:
-        setattr(container, slot, _FUSED_LAYERS[activation](container._modules[slot]))
+        setattr(container, slot, _fused_layer(container._modules[slot], activation))
         setattr(container, next_slot, nn.Identity())
     return report
 

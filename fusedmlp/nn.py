@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
+from ._torch_activations import DEFAULT_NEGATIVE_SLOPE, module_activation
 from .ops import check_activation, linear, linear_relu
 
 __all__ = ["FusedLinearReLU", "FusedLinear", "FusedMLP"]
@@ -124,14 +125,12 @@ _MODULES = {
 
 def _activation_of(module: nn.Module):
     """(name, negative_slope) of an activation module FusedMLP can run, else None."""
-    kind = type(module)
-    if kind is nn.GELU:
-        return ("gelu_tanh" if module.approximate == "tanh" else "gelu"), 0.01
-    if kind is nn.LeakyReLU:
-        return "leaky_relu", float(module.negative_slope)
-    names = {nn.Identity: "identity", nn.ReLU: "relu", nn.SiLU: "silu", nn.Sigmoid: "sigmoid",
-             nn.Tanh: "tanh"}
-    return (names[kind], 0.01) if kind in names else None
+    if type(module) is nn.Identity:
+        return "identity", DEFAULT_NEGATIVE_SLOPE
+    call = module_activation(module)
+    if call is None or call.activation is None:  # not an activation, or GELU(approximate="?")
+        return None
+    return call.activation.name, call.activation.negative_slope
 
 
 class FusedMLP(nn.Sequential):

@@ -10,7 +10,7 @@ from torch import fx, nn
 
 import fusedmlp
 from fusedmlp import FusedLinear, FusedLinearReLU
-from helpers import assert_same_function, fused_layer_names, linear_names
+from helpers import assert_same_function, fused_activations, fused_layer_names, linear_names
 
 
 def nested_sequential(dtype=torch.float32):
@@ -151,7 +151,7 @@ def test_relu_module_called_twice(inplace, route):
 def test_fuse_report_is_logged(caplog):
     with caplog.at_level(logging.INFO, logger="fusedmlp"):
         fusedmlp.fuse(ClassicNet())
-    assert "fused 1 Linear->ReLU pair(s): fc1" in caplog.text
+    assert "fused 1 Linear->activation pair(s): fc1 (relu)" in caplog.text
 
 
 class SharedLinear(nn.Module):
@@ -439,6 +439,203 @@ def test_plain_linear_on_an_untraceable_model():
         fused = fusedmlp.fuse(model, plain_linear=True)
     assert fused_layer_names(fused) == ["body.0", "body.2.0"]
     assert fused_linear_names(fused) == ["body.3", "head"] and fused.fuse_report.skipped == {}
+    x = torch.randn(32, 8).abs()
+    assert_same_function(model, fused, x)
+    assert_same_function(model, fused, -x)
+
+
+# Activations other than ReLU (issue 12 part 5): modules, functions and Tensor methods, with
+# their arguments (GELU's approximate, LeakyReLU's negative_slope) read from the call.
+
+ACTIVATION_MODULES = [  # (module, what fuse() reports it fused)
+    (nn.ReLU(), "relu"), (nn.GELU(), "gelu"), (nn.GELU(approximate="tanh"), "gelu_tanh"),
+    (nn.SiLU(), "silu"), (nn.SiLU(inplace=True), "silu"),
+    (nn.LeakyReLU(), "leaky_relu(negative_slope=0.01)"),
+    (nn.LeakyReLU(0.2, inplace=True), "leaky_relu(negative_slope=0.2)"),
+    (nn.Sigmoid(), "sigmoid"), (nn.Tanh(), "tanh"),
+]
+FP64_TIGHT = dict(rtol=1e-12, atol=1e-12)
+
+
+def tolerance_for(dtype):
+    return FP64_TIGHT if dtype == torch.float64 else {}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("activation,expected", ACTIVATION_MODULES,
+                         ids=[name for _, name in ACTIVATION_MODULES])
+def test_sequential_activation_slots_become_identity(activation, expected, dtype):
+    model = nn.Sequential(nn.Linear(12, 16), copy.deepcopy(activation), nn.Linear(16, 8),
+                          copy.deepcopy(activation), nn.Linear(8, 3)).to(dtype)
+    fused = fusedmlp.fuse(model)
+    assert type(fused) is nn.Sequential and fused.fuse_report.route == "in place"
+    assert fused_activations(fused) == {"0": expected, "2": expected}
+    assert fused.fuse_report.activations == {"0": expected, "2": expected}
+    assert type(fused[1]) is nn.Identity and type(fused[3]) is nn.Identity
+    assert f"Linear->activation pair(s): 0 ({expected}), 2 ({expected})" in str(fused.fuse_report)
+    assert list(fused.state_dict()) == list(model.state_dict())
+    assert_same_function(model, fused, torch.randn(5, 12, dtype=dtype), **tolerance_for(dtype))
+
+
+# forward's activation call -> (what fuse() reports it fused, how it is spelled in the code
+# fx generates). Every non-ReLU call (and every in-place one) must leave forward: the graph
+# route.
+FUNCTIONAL_FORMS = {
+    "F.gelu(h)": (lambda h: F.gelu(h), "gelu", "gelu"),
+    "F.gelu(h, approximate='none')": (lambda h: F.gelu(h, approximate="none"), "gelu", "gelu"),
+    "F.gelu(h, approximate='tanh')":
+        (lambda h: F.gelu(h, approximate="tanh"), "gelu_tanh", "gelu"),
+    "F.silu(h)": (lambda h: F.silu(h), "silu", "silu"),
+    "F.silu(h, True)": (lambda h: F.silu(h, True), "silu", "silu"),
+    "F.silu(h, inplace=True)": (lambda h: F.silu(h, inplace=True), "silu", "silu"),
+    "F.leaky_relu(h)":
+        (lambda h: F.leaky_relu(h), "leaky_relu(negative_slope=0.01)", "leaky_relu"),
+    "F.leaky_relu(h, 0.2)":
+        (lambda h: F.leaky_relu(h, 0.2), "leaky_relu(negative_slope=0.2)", "leaky_relu"),
+    "F.leaky_relu(h, negative_slope=-0.5)": (lambda h: F.leaky_relu(h, negative_slope=-0.5),
+                                             "leaky_relu(negative_slope=-0.5)", "leaky_relu"),
+    "F.leaky_relu(h, 0.3, True)":
+        (lambda h: F.leaky_relu(h, 0.3, True), "leaky_relu(negative_slope=0.3)", "leaky_relu"),
+    "F.leaky_relu_(h, 0.1)":
+        (lambda h: F.leaky_relu_(h, 0.1), "leaky_relu(negative_slope=0.1)", "leaky_relu"),
+    "torch.sigmoid(h)": (lambda h: torch.sigmoid(h), "sigmoid", "sigmoid"),
+    "F.sigmoid(h)": (lambda h: F.sigmoid(h), "sigmoid", "sigmoid"),
+    "h.sigmoid()": (lambda h: h.sigmoid(), "sigmoid", "sigmoid"),
+    "h.sigmoid_()": (lambda h: h.sigmoid_(), "sigmoid", "sigmoid"),
+    "torch.sigmoid_(h)": (lambda h: torch.sigmoid_(h), "sigmoid", "sigmoid"),
+    "torch.special.expit(h)": (lambda h: torch.special.expit(h), "sigmoid", "expit"),
+    "torch.tanh(h)": (lambda h: torch.tanh(h), "tanh", "tanh"),
+    "F.tanh(h)": (lambda h: F.tanh(h), "tanh", "tanh"),
+    "h.tanh()": (lambda h: h.tanh(), "tanh", "tanh"),
+    "h.tanh_()": (lambda h: h.tanh_(), "tanh", "tanh"),
+    "torch.tanh_(h)": (lambda h: torch.tanh_(h), "tanh", "tanh"),
+    "h.relu_()": (lambda h: h.relu_(), "relu", "relu"),
+}
+
+
+class FunctionalActivation(nn.Module):
+    """fc1 -> the activation written as ``form`` in forward -> fc2, plus state forward does
+    not use (a buffer, a plain attribute) that the graph route must carry over."""
+
+    def __init__(self, form):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 4)
+        self.form = form
+        self.register_buffer("unused", torch.ones(2))
+
+    def forward(self, x):
+        return self.fc2(FUNCTIONAL_FORMS[self.form][0](self.fc1(x)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("form", list(FUNCTIONAL_FORMS))
+def test_activation_call_in_forward_is_fused_and_removed_from_the_graph(form, dtype):
+    _, expected, spelled = FUNCTIONAL_FORMS[form]
+    model = FunctionalActivation(form).to(dtype)
+    fused = fusedmlp.fuse(model)
+    report = fused.fuse_report
+    assert (report.fused, report.activations) == (["fc1"], {"fc1": expected})
+    assert (report.route, report.skipped, report.activation_kept) == ("graph", {}, [])
+    assert isinstance(fused, fx.GraphModule) and spelled not in fused.code
+    assert fused_activations(fused) == {"fc1": expected} and linear_names(fused) == ["fc2"]
+    assert fused.form == form and list(fused.state_dict()) == list(model.state_dict())
+    assert_same_function(model, fused, torch.randn(6, 8, dtype=dtype), **tolerance_for(dtype))
+
+
+class SharedActivationModule(nn.Module):
+    """One nn.GELU after two Linear layers: it cannot become nn.Identity, and GELU is not
+    idempotent, so both of its calls leave the graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+        self.act = nn.GELU(approximate="tanh")
+
+    def forward(self, x):
+        return self.act(self.fc2(self.act(self.fc1(x)))) + self.act(x).sum()
+
+
+def test_shared_gelu_module_is_removed_from_the_graph_where_fused():
+    model = SharedActivationModule()
+    fused = fusedmlp.fuse(model)
+    report = fused.fuse_report
+    assert report.activations == {"fc1": "gelu_tanh", "fc2": "gelu_tanh"}
+    assert report.route == "graph" and type(fused.act) is nn.GELU
+    assert fused.code.count("self.act(") == 1  # the call on x, which no Linear feeds
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+class ReluCallAndGeluCall(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(8, 16), nn.Linear(16, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc3(F.gelu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def test_a_gelu_call_takes_the_graph_route_and_the_relu_call_leaves_too():
+    model = ReluCallAndGeluCall()
+    fused = fusedmlp.fuse(model)
+    assert fused.fuse_report.activations == {"fc1": "relu", "fc2": "gelu"}
+    assert fused.fuse_report.route == "graph" and fused.fuse_report.activation_kept == []
+    assert "relu" not in fused.code and "gelu" not in fused.code
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+class NotHonourable(nn.Module):
+    """Activation calls fuse() cannot fold into fc1, each for its own reason."""
+
+    def __init__(self, case):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+        self.slope = nn.Parameter(torch.tensor(0.3))
+        self.case = case
+
+    def forward(self, x):
+        h = self.fc1(x)
+        if self.case == "slope computed in forward":
+            h = F.leaky_relu(h, self.slope.item())
+        elif self.case == "dtype cast":
+            h = torch.sigmoid(h.float())
+        elif self.case == "unknown approximate":
+            h = F.gelu(h, approximate="exact")
+        return self.fc2(h)
+
+
+@pytest.mark.parametrize("case,reason", [
+    ("slope computed in forward",
+     "its LeakyReLU takes a negative_slope computed in forward, not a constant"),
+    ("dtype cast", "its output is cast (.float()) before its Sigmoid, a cast a fused layer "
+                   "would skip"),
+    ("unknown approximate", "its GELU takes approximate='exact', for which fusedmlp has no "
+                            "kernel (it has 'none' and 'tanh')"),
+])
+def test_activation_arguments_fuse_cannot_honour_leave_the_linear(case, reason):
+    model = NotHonourable(case)
+    fused = fusedmlp.fuse(model)
+    assert type(fused) is NotHonourable and fused_layer_names(fused) == []
+    assert fused.fuse_report.skipped == {"fc1": reason}
+    assert f"left fc1: {reason}" in str(fused.fuse_report)
+    x = torch.randn(5, 8)
+    if case == "unknown approximate":  # torch itself rejects it when forward runs
+        with pytest.raises(RuntimeError, match="approximate"):
+            fused(x)
+    else:
+        assert_same_function(model, fused, x)
+
+
+def test_untraceable_model_fuses_any_activation_slot():
+    model = DataDependent()
+    model.body[1] = nn.SiLU()
+    model.body[2][1] = nn.LeakyReLU(0.25)
+    with pytest.warns(UserWarning, match=r"fused only nn.Linear -> activation module slots .*"
+                                         r"\(body.0, body.2.0\)"):
+        fused = fusedmlp.fuse(model)
+    assert fused.fuse_report.activations == {"body.0": "silu",
+                                             "body.2.0": "leaky_relu(negative_slope=0.25)"}
+    assert type(fused.body[1]) is nn.Identity and type(fused.body[2][1]) is nn.Identity
     x = torch.randn(32, 8).abs()
     assert_same_function(model, fused, x)
     assert_same_function(model, fused, -x)
