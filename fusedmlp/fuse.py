@@ -6,8 +6,9 @@ torch.fx traces ``forward`` only to FIND the pairs: an ``nn.Linear`` call whose 
 only into one of torch's activations that our kernels compute (``fusedmlp._torch_activations``:
 the modules ``nn.ReLU``, ``nn.GELU``, ``nn.SiLU``, ``nn.LeakyReLU``, ``nn.Sigmoid``,
 ``nn.Tanh``, the functions ``F.relu``, ``F.gelu``, ``F.silu``, ``F.leaky_relu``,
-``torch.sigmoid``, ``torch.tanh``, ..., the Tensor methods, in-place forms too), with the
-arguments read from the module or the call (GELU's ``approximate``, LeakyReLU's
+``torch.sigmoid``, ``torch.tanh``, ..., the Tensor methods, in-place forms too, and modules
+from outside torch whose forward is just one of those calls, such as timm's ``GELU``), with
+the arguments read from the module or the call (GELU's ``approximate``, LeakyReLU's
 ``negative_slope``). The pairs are then rewritten, preferably in place:
 
 * The Linear is replaced at its own path(s) by the fused layer (``FusedLinearReLU`` for
@@ -137,8 +138,8 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) ->
     Linear that is called more than once, or whose output is also used other than by the
     activation, is left alone, as is one whose activation call has arguments the fused
     layer cannot honour (``out=``, an unknown GELU ``approximate``, ...) or that casts its
-    output's dtype before the activation. What was fused and what was left is logged (logger ``"fusedmlp"``)
-    and returned as ``result.fuse_report`` (a :class:`FuseReport`).
+    output's dtype before the activation. What was fused and what was left is logged
+    (logger ``"fusedmlp"``) and returned as ``result.fuse_report`` (a :class:`FuseReport`).
 
     ``plain_linear=True`` also moves every remaining ``nn.Linear`` (without hooks, of a
     dtype and device our kernels take) onto ``FusedLinear`` at each path it is registered
@@ -148,10 +149,11 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) ->
         raise TypeError(f"fuse: model must be an nn.Module, got {type(model).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
+    activation_modules = _activation_modules(model)
     try:
-        graph = _trace(model)
+        graph = _trace(model, activation_modules)
     except Exception as error:  # fx fails in many ways (TraceError, TypeError, ...)
-        result, report = model, _fuse_sequential_slots(model)
+        result, report = model, _fuse_sequential_slots(model, activation_modules)
         left = ", ".join(report.skipped) or "none"
         warnings.warn(
             f"fusedmlp.fuse: could not trace {type(model).__name__}.forward with torch.fx "
@@ -161,7 +163,7 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) ->
             f"nn.Linear layers left unfused (reasons in result.fuse_report): {left}",
             stacklevel=2)
     else:
-        result, report = _fuse_traced(model, graph)
+        result, report = _fuse_traced(model, graph, activation_modules)
     if plain_linear:
         _run_plain_linears_fused(result, report)
     result.fuse_report = report
@@ -170,10 +172,58 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) ->
     return result
 
 
+# Activation modules of a model, by id(module): what each applies.
+_ActivationModules = Dict[int, ActivationCall]
+
+
+def _activation_modules(model: nn.Module) -> _ActivationModules:
+    """The modules of ``model`` that apply one activation fuse() can fold: torch's own
+    (``nn.GELU``, ...) and wrappers of one activation call (see _wrapped_activation)."""
+    found = {}
+    for module in model.modules():
+        call = module_activation(module) or _wrapped_activation(module)
+        if call is not None:
+            found[id(module)] = call
+    return found
+
+
+def _wrapped_activation(module: nn.Module) -> Optional[ActivationCall]:
+    """The activation call a module from outside torch makes when its forward is that one
+    call on its input and nothing else, and it has no submodules, parameters or buffers:
+    timm's ``GELU``, ``GELUTanh``, ``Sigmoid`` (what ``act_layer="gelu"`` builds),
+    transformers' ``GELUActivation``, a user's ``Swish`` class. fx would otherwise inline
+    the call, and a fused call in forward takes the graph route; as a module called once it
+    becomes nn.Identity in place, like ``nn.GELU``."""
+    if (type(module).__module__.split(".")[0] == "torch" or next(module.children(), None)
+            is not None or next(module.parameters(), None) is not None
+            or next(module.buffers(), None) is not None):
+        return None
+    try:  # in both train and eval mode: the same call
+        nodes = list(_trace(module, {}).nodes)
+    except Exception:  # fx fails in many ways: then it is not a plain activation call
+        return None
+    if len(nodes) != 3:
+        return None
+    source, call, output = nodes
+    if (source.op != "placeholder" or call.op not in ("call_function", "call_method")
+            or output.op != "output" or output.args != (call,) or not call.args
+            or call.args[0] is not source):
+        return None
+    return call_activation(call.target, call.args[1:], call.kwargs)
+
+
 class _Tracer(fx.Tracer):
-    # Our layers are leaves, so fuse() also runs on models that are already (partly) fused.
+    """Our layers are leaves, so fuse() also runs on models that are already (partly) fused,
+    and so are the modules in ``activation_modules``, so that fx does not inline a wrapper
+    module's activation call."""
+
+    def __init__(self, activation_modules: Optional[_ActivationModules] = None) -> None:
+        super().__init__()
+        self.activation_modules = activation_modules or {}
+
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         return (isinstance(module, (FusedLinearReLU, FusedLinear))
+                or id(module) in self.activation_modules
                 or super().is_leaf_module(module, qualified_name))
 
     # A graph does not record `with torch.no_grad():` or autocast blocks inside forward, so
@@ -187,7 +237,7 @@ class _Tracer(fx.Tracer):
         return super().create_node(*args, **kwargs)
 
 
-def _trace(model: nn.Module) -> fx.Graph:
+def _trace(model: nn.Module, activation_modules: _ActivationModules) -> fx.Graph:
     """The fx graph of ``model.forward``. Raises if fx cannot trace it, if forward changes
     grad mode or autocast, or if the graph depends on train/eval mode (``if self.training:``,
     ``F.dropout(training=self.training)``): the pairs found in one mode might not be pairs in
@@ -195,11 +245,11 @@ def _trace(model: nn.Module) -> fx.Graph:
     modes = {module: module.training for module in model.modules()}
     with torch.enable_grad(), torch.autocast("cpu", enabled=False), \
             torch.autocast("cuda", enabled=False):  # the state _Tracer checks forward keeps
-        graph = _Tracer().trace(model)
+        graph = _Tracer(activation_modules).trace(model)
         try:
             for module, training in modes.items():
                 module.training = not training
-            graph_other_mode = _Tracer().trace(model)
+            graph_other_mode = _Tracer(activation_modules).trace(model)
         finally:
             for module, training in modes.items():
                 module.training = training
@@ -229,11 +279,12 @@ def _fused_layer(linear: nn.Linear, activation: Activation) -> nn.Module:
     return FusedLinear.from_linear(linear, activation.name, activation.negative_slope)
 
 
-def _fuse_traced(model: nn.Module, graph: fx.Graph) -> Tuple[nn.Module, FuseReport]:
+def _fuse_traced(model: nn.Module, graph: fx.Graph,
+                 activation_modules: _ActivationModules) -> Tuple[nn.Module, FuseReport]:
     calls = Counter(id(model.get_submodule(node.target))
                     for node in graph.nodes if node.op == "call_module")
     report = FuseReport(traced=True)
-    pairs = _linear_activation_pairs(model, graph, calls, report)
+    pairs = _linear_activation_pairs(model, graph, calls, activation_modules, report)
     report.fused = [pair.linear_name for pair in pairs]
     report.activations = {pair.linear_name: str(pair.activation) for pair in pairs}
     replacements = {id(pair.linear): _fused_layer(pair.linear, pair.activation)
@@ -260,6 +311,7 @@ def _fuse_traced(model: nn.Module, graph: fx.Graph) -> Tuple[nn.Module, FuseRepo
 
 
 def _linear_activation_pairs(model: nn.Module, graph: fx.Graph, calls: Counter,
+                             activation_modules: _ActivationModules,
                              report: FuseReport) -> List[_Pair]:
     """The (Linear call, activation call) pairs where the activation is the Linear output's
     only use, the Linear is called nowhere else (``calls``: call_module nodes per module
@@ -267,7 +319,7 @@ def _linear_activation_pairs(model: nn.Module, graph: fx.Graph, calls: Counter,
     Linear layers whose output is cast before an activation) in ``report.skipped``."""
     pairs = []
     for activation_node in graph.nodes:
-        call = _activation_call(model, activation_node)
+        call = _activation_call(model, activation_node, activation_modules)
         if call is None:
             continue
         linear_node = activation_node.args[0]
@@ -300,15 +352,17 @@ def _linear_activation_pairs(model: nn.Module, graph: fx.Graph, calls: Counter,
     return pairs
 
 
-def _activation_call(model: nn.Module, node: fx.Node) -> Optional[ActivationCall]:
+def _activation_call(model: nn.Module, node: fx.Node,
+                     activation_modules: _ActivationModules) -> Optional[ActivationCall]:
     """The activation ``node`` applies to its first argument (a node), or None when it is
-    not one of the activations of ``fusedmlp._torch_activations``."""
+    not one of the activations of ``fusedmlp._torch_activations`` (or a module of
+    ``activation_modules``)."""
     if not node.args or not isinstance(node.args[0], fx.Node):
         return None
     if node.op == "call_function" or node.op == "call_method":
         return call_activation(node.target, node.args[1:], node.kwargs)
     if node.op == "call_module" and len(node.args) == 1 and not node.kwargs:
-        return module_activation(model.get_submodule(node.target))
+        return activation_modules.get(id(model.get_submodule(node.target)))
     return None
 
 
@@ -397,7 +451,8 @@ def _runs_children_in_order(module: nn.Module) -> bool:
     return type(module).forward is nn.Sequential.forward
 
 
-def _fuse_sequential_slots(model: nn.Module) -> FuseReport:
+def _fuse_sequential_slots(model: nn.Module,
+                           activation_modules: _ActivationModules) -> FuseReport:
     """Without a graph: fuse adjacent (nn.Linear, activation module) slots of containers that
     run their children in order; the activation's slot (not the module object, which may be
     used elsewhere) becomes nn.Identity. A Linear registered more than once in ``model`` is
@@ -414,7 +469,7 @@ def _fuse_sequential_slots(model: nn.Module) -> FuseReport:
             if type(linear) is not nn.Linear:
                 continue
             next_slot, next_module = slots[index + 1] if index + 1 < len(slots) else (None, None)
-            call = module_activation(next_module) if next_module is not None else None
+            call = activation_modules.get(id(next_module))
             if registrations[id(linear)] > 1:
                 why = "it is registered more than once in the model"
             elif next_module is None:

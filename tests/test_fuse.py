@@ -591,6 +591,7 @@ class NotHonourable(nn.Module):
         super().__init__()
         self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
         self.slope = nn.Parameter(torch.tensor(0.3))
+        self.register_buffer("out_buffer", torch.empty(5, 16))
         self.case = case
 
     def forward(self, x):
@@ -601,6 +602,8 @@ class NotHonourable(nn.Module):
             h = torch.sigmoid(h.float())
         elif self.case == "unknown approximate":
             h = F.gelu(h, approximate="exact")
+        elif self.case == "out=":
+            h = torch.sigmoid(h, out=self.out_buffer)
         return self.fc2(h)
 
 
@@ -611,6 +614,7 @@ class NotHonourable(nn.Module):
                    "would skip"),
     ("unknown approximate", "its GELU takes approximate='exact', for which fusedmlp has no "
                             "kernel (it has 'none' and 'tanh')"),
+    ("out=", "its Sigmoid passes out=, which the fused layer cannot honour"),
 ])
 def test_activation_arguments_fuse_cannot_honour_leave_the_linear(case, reason):
     model = NotHonourable(case)
@@ -622,6 +626,9 @@ def test_activation_arguments_fuse_cannot_honour_leave_the_linear(case, reason):
     if case == "unknown approximate":  # torch itself rejects it when forward runs
         with pytest.raises(RuntimeError, match="approximate"):
             fused(x)
+    elif case == "out=":  # out= does not support autograd: compare outputs only
+        with torch.no_grad():
+            torch.testing.assert_close(fused(x), model(x))
     else:
         assert_same_function(model, fused, x)
 
@@ -639,3 +646,55 @@ def test_untraceable_model_fuses_any_activation_slot():
     x = torch.randn(32, 8).abs()
     assert_same_function(model, fused, x)
     assert_same_function(model, fused, -x)
+
+
+class Swish(nn.Module):
+    """A user's activation class: one call of a supported activation, nothing else."""
+
+    def forward(self, x):
+        return F.silu(x)
+
+
+class ModeDependentActivation(nn.Module):
+    """Its call depends on train/eval mode: not one activation."""
+
+    def forward(self, x):
+        return F.gelu(x) if self.training else torch.tanh(x)
+
+
+class WrapperModel(nn.Module):
+    def __init__(self, act, shared=False):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+        self.act, self.shared = act, shared
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        return self.fc2(h) + (self.act(x).sum() if self.shared else 0)
+
+
+def test_a_module_wrapping_one_activation_call_becomes_identity_in_place():
+    model = WrapperModel(Swish())
+    fused = fusedmlp.fuse(model)
+    assert type(fused) is WrapperModel and type(fused.act) is nn.Identity
+    assert fused.fuse_report.activations == {"fc1": "silu"}
+    assert fused.fuse_report.route == "in place"
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+def test_a_wrapper_module_called_twice_stays_and_leaves_the_graph_where_fused():
+    model = WrapperModel(Swish(), shared=True)
+    fused = fusedmlp.fuse(model)
+    assert fused.fuse_report.route == "graph" and type(fused.act) is Swish
+    assert fused.code.count("self.act(") == 1
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+def test_a_wrapper_whose_call_depends_on_train_mode_is_not_an_activation():
+    model = WrapperModel(ModeDependentActivation())
+    with pytest.warns(UserWarning, match="differs between train and eval mode"):
+        fused = fusedmlp.fuse(model)
+    assert fused_layer_names(fused) == [] and type(fused.act) is ModeDependentActivation
+    for mode in (True, False):
+        model.train(mode), fused.train(mode)
+        assert_same_function(model, fused, torch.randn(5, 8))

@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from timm.layers import Mlp
+from timm.layers import Mlp, get_act_layer
 from timm.models import create_model
 from timm.models.mlp_mixer import MlpMixer
 from torch import fx, nn
 
 import fusedmlp
 from fusedmlp import FusedLinear, FusedLinearReLU
-from fusedmlp._torch_activations import MODULE_FORMS
+from fusedmlp.fuse import _activation_modules
 from fusedmlp.train import ClassicNet
 from helpers import assert_same_function, fused_activations, fused_layer_names
 
@@ -38,13 +38,14 @@ def assert_same_structure(original, fused):
     before, after = dict(original.named_modules()), dict(fused.named_modules())
     assert list(after) == list(before)
     fused_names = set(fused.fuse_report.fused)
+    activation_modules = _activation_modules(original)
     for name, module in before.items():
         if name in fused_names:
             expected = (FusedLinearReLU if fused.fuse_report.activations[name] == "relu"
                         else FusedLinear)
             assert type(after[name]) is expected, name
         elif type(after[name]) is not type(module):
-            assert type(module) in MODULE_FORMS and type(after[name]) is nn.Identity, name
+            assert id(module) in activation_modules and type(after[name]) is nn.Identity, name
 
 
 # torchvision.ops.MLP subclasses nn.Sequential and keeps its forward.
@@ -140,6 +141,24 @@ def test_timm_mlp_with_its_default_gelu():
     report = fused.fuse_report
     assert (report.activations, report.route) == ({"fc1": "gelu"}, "in place")
     assert "fused 1 Linear->activation pair(s): fc1 (gelu)" in str(report)
+    assert_same_structure(model, fused)
+    assert_same_state_dict(model, fused)
+    assert_same_function(model, fused, torch.randn(2, 5, 16))
+
+
+@pytest.mark.parametrize("act_layer,expected", [
+    ("gelu", "gelu"), ("gelu_tanh", "gelu_tanh"), ("sigmoid", "sigmoid"), ("tanh", "tanh"),
+])
+def test_timm_mlp_with_timms_own_activation_classes(act_layer, expected):
+    """act_layer="gelu" builds timm.layers.activations.GELU, a module that only calls
+    F.gelu: fuse() treats it as an activation module (nn.Identity in place), instead of
+    letting fx inline the call, which would take the graph route."""
+    model = Mlp(16, 32, 8, act_layer=get_act_layer(act_layer))
+    assert type(model.act).__module__ == "timm.layers.activations"
+    fused = fusedmlp.fuse(model)
+    report = fused.fuse_report
+    assert (report.activations, report.route) == ({"fc1": expected}, "in place")
+    assert type(fused.act) is nn.Identity
     assert_same_structure(model, fused)
     assert_same_state_dict(model, fused)
     assert_same_function(model, fused, torch.randn(2, 5, 16))
