@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from . import _C
@@ -89,8 +88,8 @@ class FuseReport:
     route: str = ROUTE_IN_PLACE
     """``"in place"``: the model was rewritten module by module and keeps its class;
     ``"graph"``: the result is a ``torch.fx.GraphModule`` (an activation call had to be
-    removed from forward: a non-ReLU one, or an in-place ReLU); ``"untraced"``: fx could not trace forward, only Sequential
-    slots were rewritten (in place)."""
+    removed from forward: a non-ReLU one, or an in-place ReLU); ``"untraced"``: fx could
+    not trace forward, only Sequential slots were rewritten (in place)."""
     activation_kept: List[str] = field(default_factory=list)
     """Fused Linear layers whose activation call still runs in ``forward`` on the fused
     output (exact, as ReLU is idempotent; one extra elementwise pass each)."""

@@ -698,3 +698,12 @@ def test_a_wrapper_whose_call_depends_on_train_mode_is_not_an_activation():
     for mode in (True, False):
         model.train(mode), fused.train(mode)
         assert_same_function(model, fused, torch.randn(5, 8))
+
+
+def test_gelu_module_with_an_unknown_approximate_is_left_with_its_reason():
+    model = nn.Sequential(nn.Linear(8, 8), nn.GELU(approximate="exact"), nn.Linear(8, 2))
+    fused = fusedmlp.fuse(model)
+    assert fused_layer_names(fused) == [] and type(fused[1]) is nn.GELU
+    assert fused.fuse_report.skipped == {
+        "0": "its GELU takes approximate='exact', for which fusedmlp has no kernel (it has "
+             "'none' and 'tanh')"}
