@@ -707,3 +707,24 @@ def test_gelu_module_with_an_unknown_approximate_is_left_with_its_reason():
     assert fused.fuse_report.skipped == {
         "0": "its GELU takes approximate='exact', for which fusedmlp has no kernel (it has "
              "'none' and 'tanh')"}
+
+
+@pytest.mark.parametrize("activation,expected", ACTIVATION_MODULES,
+                         ids=[name for _, name in ACTIVATION_MODULES])
+def test_second_derivatives_of_a_fused_model_equal_the_original(activation, expected):
+    """Physics-informed losses differentiate d(output)/d(input) again: the fused model's
+    double backward (through the fused layer's own ops) gives the original's, in fp64."""
+    model = nn.Sequential(nn.Linear(3, 17), copy.deepcopy(activation), nn.Linear(17, 1)).double()
+    fused = fusedmlp.fuse(model)
+    assert fused.fuse_report.activations == {"0": expected}
+
+    def input_grad_and_its_grads(m):
+        x = torch.randn(9, 3, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(1)).requires_grad_()
+        grad_x, = torch.autograd.grad(m(x).sum(), x, create_graph=True)
+        inputs = [x, *m.parameters()]
+        grads = torch.autograd.grad(grad_x.square().sum(), inputs, allow_unused=True)
+        return [grad_x] + [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs)]
+
+    for actual, wanted in zip(input_grad_and_its_grads(fused), input_grad_and_its_grads(model)):
+        torch.testing.assert_close(actual, wanted, **FP64_TIGHT)
