@@ -96,18 +96,43 @@ def eager_linear_relu(x, w, b):
     return F.relu(F.linear(x, w, b))
 
 
-def bench_layer(m, k, n, dtype, min_run_time, with_compile):
+# act(F.linear(...)) as a user writes it in eager PyTorch, per fusedmlp activation name.
+EAGER_ACTS = {
+    "identity": lambda z: z,
+    "relu": F.relu,
+    "leaky_relu": F.leaky_relu,
+    "gelu": F.gelu,
+    "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+    "silu": F.silu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu_squared": lambda z: F.relu(z).square(),
+}
+
+
+def layer_impls(activation):
+    """(fused, eager) callables (x, w, b) for one activation."""
+    if activation == "relu":  # the ReLU entry point itself, as before
+        return fusedmlp.linear_relu, eager_linear_relu
+    act = EAGER_ACTS[activation]
+    return (lambda x, w, b: fusedmlp.linear(x, w, b, activation=activation),
+            lambda x, w, b: act(F.linear(x, w, b)))
+
+
+def bench_layer(m, k, n, dtype, min_run_time, with_compile, activation="relu"):
     torch.manual_seed(0)
     x = torch.randn(m, k, dtype=dtype, requires_grad=True)
     w = (torch.randn(n, k, dtype=dtype) / k ** 0.5).requires_grad_()
     b = torch.randn(n, dtype=dtype, requires_grad=True)
     g = torch.randn(m, n, dtype=dtype)
-    impls = {"fused": fusedmlp.linear_relu, "eager": eager_linear_relu}
+    fused, eager = layer_impls(activation)
+    impls = {"fused": fused, "eager": eager}
     if with_compile:
-        impls["compile"] = compiled(eager_linear_relu)
-    row = {"shape": f"{m}x{k}->{n}"}
+        impls["compile"] = compiled(eager)
+    row = {"shape": f"{m}x{k}->{n}", "activation": activation}
     forward = {name: (lambda fn=fn: fn(x, w, b)) for name, fn in impls.items()}
-    if torch.backends.mkldnn.is_available() and dtype == torch.float32:
+    if (torch.backends.mkldnn.is_available() and dtype == torch.float32
+            and activation == "relu"):
         onednn = torch.ops.mkldnn._linear_pointwise
         forward["onednn"] = lambda: onednn(x, w, b, "relu", [], "")
     with torch.no_grad():
@@ -244,7 +269,15 @@ def main(argv=None):
     parser.add_argument("--skip", default="", help="comma list of tables to skip: gemm,layers,train")
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="PNG bar chart of the layer ratios")
+    parser.add_argument("--activation", default="relu",
+                        help="comma list of activations for the layer table, or 'all' "
+                             f"({', '.join(EAGER_ACTS)}); the baselines are act(F.linear(...))")
     args = parser.parse_args(argv)
+    activations = list(EAGER_ACTS) if args.activation == "all" else args.activation.split(",")
+    for activation in activations:
+        if activation not in EAGER_ACTS:
+            parser.error(f"--activation: unknown {activation!r}; expected 'all' or some of "
+                         f"{', '.join(EAGER_ACTS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
     shapes = [parse_shape(s) for s in args.shapes.split(",") if s]
@@ -271,11 +304,16 @@ def main(argv=None):
                      ("ratio", ratio("ratio"))],
                     results["gemm"])
     if "layers" not in skip:
-        for m, k, n in shapes:
-            results["layers"].append(bench_layer(m, k, n, dtype, args.min_run_time, with_compile))
+        for activation in activations:
+            for m, k, n in shapes:
+                results["layers"].append(bench_layer(m, k, n, dtype, args.min_run_time,
+                                                     with_compile, activation))
         add_ceilings(results)
-        print_table("Linear+ReLU layer: times (us) and speedups of fused over each baseline",
-                    [("shape", lambda r: r["shape"]), ("fwd fused", us("fwd_fused_us")),
+        title = "Linear+ReLU" if activations == ["relu"] else "Linear+activation"
+        print_table(f"{title} layer: times (us) and speedups of fused over each baseline "
+                    "(eager: act(F.linear(...)))",
+                    [("activation", lambda r: r["activation"]),
+                     ("shape", lambda r: r["shape"]), ("fwd fused", us("fwd_fused_us")),
                      ("fwd eager", us("fwd_eager_us")), ("vs eager", ratio("fwd_vs_eager")),
                      ("vs compile", ratio("fwd_vs_compile")), ("vs oneDNN", ratio("fwd_vs_onednn")),
                      ("fwd ceiling", ratio("fwd_ceiling")),

@@ -1,19 +1,23 @@
-// Autograd for fusedmlp::linear_relu and fusedmlp::linear, registered in C++ (the
+// Autograd for the fusedmlp ops (linear_relu, linear, linear_act), registered in C++ (the
 // Autograd dispatch key) so a call costs what one eager ATen op costs; autograd
 // registered from Python adds ~20 us per call, which loses to eager at the small shapes
 // of a classic MLP. The backward is the matching *_backward op: the one backward
 // implementation, which the Python autograd.Functions call too.
 //
-// The backward ops are differentiable as well (double backward, e.g. gradient penalties):
-// their first-order values still come from our kernels; only their own derivatives, the
-// second-order path, use composite ATen ops.
+// What is saved besides x and weight is one tensor, as eager keeps: the output y
+// (relu, leaky_relu, sigmoid, tanh) or the pre-activation z (gelu, gelu_tanh, silu,
+// relu_squared), which linear_act_pre returns as a second output of the forward node.
+//
+// The backward ops are differentiable as well (double backward: gradient penalties,
+// physics-informed losses). Their derivatives are computed with the same ops: the GEMM
+// terms by our forward and backward kernels, the elementwise activation factors by
+// activation_grad; only additions and products of whole tensors use ATen.
 #include <ATen/core/LegacyTypeDispatch.h>
-#include <ATen/ops/add.h>
-#include <ATen/ops/mm.h>
-#include <ATen/ops/zeros_like.h>
-#include <ATen/ops/threshold_backward.h>
-#include <c10/core/GradMode.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/add.h>
+#include <ATen/ops/mul.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
@@ -21,140 +25,219 @@
 #include <tuple>
 
 #include "checks.h"
+#include "linear_ops.h"
 
 namespace fusedmlp {
 namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
-using ForwardSig = at::Tensor(const at::Tensor&, const at::Tensor&,
-                              const std::optional<at::Tensor>&);
+using OptTensor = std::optional<at::Tensor>;
 
-c10::TypedOperatorHandle<ForwardSig> forward_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<ForwardSig>();
+template <class Sig>
+c10::TypedOperatorHandle<Sig> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
 }
 
-// The two ops differ only in the activation: ReLU saves its output y for the mask.
-// `backward` calls the *_backward op; `y` is undefined for Identity.
-struct ReLU {
-  static constexpr const char* name = "fusedmlp::linear_relu";
-  static constexpr const char* message_name = "fusedmlp.linear_relu";
-  static Grads backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
-                        const at::Tensor& y, std::array<bool, 3> mask) {
-    static const auto op =
-        c10::Dispatcher::singleton()
-            .findSchemaOrThrow("fusedmlp::linear_relu_backward", "")
-            .typed<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                         const at::Tensor&, std::array<bool, 3>)>();
-    return op.call(grad_y, x, weight, y, mask);
+// Which schema a layer was called through: the ReLU and identity ops keep their own
+// schemas (and graphs under torch.compile); every other activation is linear_act.
+enum class Schema : int64_t { linear_relu, linear, linear_act };
+
+struct Call {
+  Schema schema;
+  Activation act;
+  double slope;
+
+  Saved saved() const { return saved_for(act, slope); }
+  const char* name() const { return activation_name(act); }
+  static Call for_act(Activation act, double slope) {
+    return {Schema::linear_act, act, slope};
   }
 };
 
-struct Identity {
-  static constexpr const char* name = "fusedmlp::linear";
-  static constexpr const char* message_name = "fusedmlp.linear";
-  static Grads backward(const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
-                        const at::Tensor& /*y*/, std::array<bool, 3> mask) {
-    static const auto op =
-        c10::Dispatcher::singleton()
-            .findSchemaOrThrow("fusedmlp::linear_backward", "")
-            .typed<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                         std::array<bool, 3>)>();
-    return op.call(grad_y, x, weight, mask);
-  }
-};
+void put(AutogradContext* ctx, const Call& call) {
+  ctx->saved_data["schema"] = static_cast<int64_t>(call.schema);
+  ctx->saved_data["act"] = static_cast<int64_t>(call.act);
+  ctx->saved_data["slope"] = call.slope;
+}
+Call get(AutogradContext* ctx) {
+  return {static_cast<Schema>(ctx->saved_data["schema"].toInt()),
+          static_cast<Activation>(ctx->saved_data["act"].toInt()),
+          ctx->saved_data["slope"].toDouble()};
+}
 
-template <class Activation>
-class LinearNode : public torch::autograd::Function<LinearNode<Activation>> {
+// The ops, through the dispatcher (below Autograd when the caller says so).
+at::Tensor call_forward(const Call& call, const at::Tensor& x, const at::Tensor& weight,
+                        const OptTensor& bias) {
+  using Sig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&);
+  static const auto relu = find_op<Sig>("fusedmlp::linear_relu");
+  static const auto linear = find_op<Sig>("fusedmlp::linear");
+  static const auto act = find_op<at::Tensor(const at::Tensor&, const at::Tensor&,
+                                             const OptTensor&, c10::string_view, double)>(
+      "fusedmlp::linear_act");
+  switch (call.schema) {
+    case Schema::linear_relu: return relu.call(x, weight, bias);
+    case Schema::linear: return linear.call(x, weight, bias);
+    case Schema::linear_act: break;
+  }
+  return act.call(x, weight, bias, call.name(), call.slope);
+}
+
+std::tuple<at::Tensor, at::Tensor> call_forward_pre(const Call& call, const at::Tensor& x,
+                                                    const at::Tensor& weight,
+                                                    const OptTensor& bias) {
+  static const auto op =
+      find_op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                 const OptTensor&, c10::string_view, double)>(
+          "fusedmlp::linear_act_pre");
+  return op.call(x, weight, bias, call.name(), call.slope);
+}
+
+Grads call_backward(const Call& call, const at::Tensor& grad_y, const at::Tensor& x,
+                    const at::Tensor& weight, const at::Tensor& saved,
+                    std::array<bool, 3> mask) {
+  static const auto relu =
+      find_op<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                    std::array<bool, 3>)>("fusedmlp::linear_relu_backward");
+  static const auto linear =
+      find_op<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                    std::array<bool, 3>)>("fusedmlp::linear_backward");
+  static const auto act =
+      find_op<Grads(const at::Tensor&, const at::Tensor&, const at::Tensor&, const OptTensor&,
+                    c10::string_view, double, std::array<bool, 3>)>(
+          "fusedmlp::linear_act_backward");
+  switch (call.schema) {
+    case Schema::linear_relu: return relu.call(grad_y, x, weight, saved, mask);
+    case Schema::linear: return linear.call(grad_y, x, weight, mask);
+    case Schema::linear_act: break;
+  }
+  return act.call(grad_y, x, weight, saved.defined() ? OptTensor(saved) : std::nullopt,
+                  call.name(), call.slope, mask);
+}
+
+at::Tensor activation_grad(const at::Tensor& grad, const at::Tensor& saved, const Call& call,
+                           int64_t order) {
+  static const auto op =
+      find_op<at::Tensor(const at::Tensor&, const at::Tensor&, c10::string_view, double,
+                         int64_t)>("fusedmlp::activation_grad");
+  return op.call(grad, saved, call.name(), call.slope, order);
+}
+
+class LinearNode : public torch::autograd::Function<LinearNode> {
  public:
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
-                            const std::optional<at::Tensor>& bias) {
-    static const auto op = forward_op(Activation::name);
-    at::Tensor y;
+  // Returns {y} or, when backward needs the pre-activation, {y, z}: z is an output so
+  // that a gradient reaching it (double backward of gelu, silu, ...) flows on into x,
+  // weight and bias.
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
+                               const at::Tensor& weight, const OptTensor& bias, Call call) {
+    at::Tensor y, pre;
     {
       // Function::apply does not step below the Autograd key: do it, or we re-enter here.
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      y = op.call(x, weight, bias);
+      if (call.saved() == Saved::pre_activation) {
+        std::tie(y, pre) = call_forward_pre(call, x, weight, bias);
+      } else {
+        y = call_forward(call, x, weight, bias);
+      }
     }
-    // What eager Linear(+ReLU) keeps alive: x, weight (and the output for the ReLU mask).
-    if (std::is_same_v<Activation, ReLU>) {
-      ctx->save_for_backward({x, weight, y});
-    } else {
-      ctx->save_for_backward({x, weight});
+    switch (call.saved()) {
+      case Saved::none: ctx->save_for_backward({x, weight}); break;
+      case Saved::output: ctx->save_for_backward({x, weight, y}); break;
+      case Saved::pre_activation: ctx->save_for_backward({x, weight, pre}); break;
     }
+    put(ctx, call);
     ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
-    return y;
+    // An unused z must arrive as an undefined gradient, not zeros: the first-order
+    // backward then stays the fused one.
+    ctx->set_materialize_grads(false);
+    if (pre.defined()) return {y, pre};
+    return {y};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const Call call = get(ctx);
     const bool has_bias = ctx->saved_data["has_bias"].toBool();
     // Autograd edges exist for tensor inputs only: bias is edge 2 only when it was given.
     const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                                       has_bias && ctx->needs_input_grad(2)};
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor y = std::is_same_v<Activation, ReLU> ? saved[2] : at::Tensor();
-    auto [grad_x, grad_w, grad_b] = Activation::backward(grads[0], saved[0], saved[1], y, mask);
-    return {grad_x, grad_w, grad_b};
+    const at::Tensor s = saved.size() > 2 ? saved[2] : at::Tensor();
+    at::Tensor grad_x, grad_w, grad_b;
+    if (grads.size() > 1 && grads[1].defined()) {
+      // z itself received a gradient: dL/dz = grad_y * act'(z) + grad_z, then Linear's.
+      at::Tensor grad_z = grads[1];
+      if (grads[0].defined()) grad_z = at::add(activation_grad(grads[0], s, call, 1), grad_z);
+      std::tie(grad_x, grad_w, grad_b) =
+          call_backward(Call::for_act(Activation::identity, 0.0), grad_z, saved[0], saved[1],
+                        at::Tensor(), mask);
+    } else if (grads[0].defined()) {
+      std::tie(grad_x, grad_w, grad_b) =
+          call_backward(call, grads[0], saved[0], saved[1], s, mask);
+    }
+    return {grad_x, grad_w, grad_b, at::Tensor()};
   }
 };
 
-// Derivatives of (grad_x, grad_w, grad_b) = backward(grad_y, x, weight, y), given the
-// gradients gg* flowing into them (undefined: not used). With g = mask(grad_y):
-//   grad_x = g W, grad_w = g^T x, grad_b = sum_rows g, so
-//   d grad_y = mask(gg_x W^T + x gg_w^T + gg_b), d x = g gg_w, d W = g^T gg_x.
-// y enters only through the ReLU mask, which is locally constant: its derivative is 0.
-variable_list backward_of_backward(const at::Tensor& grad_y, const at::Tensor& x,
-                                   const at::Tensor& weight, const at::Tensor& y,
-                                   const variable_list& gg, std::array<bool, 3> needs) {
-  const int64_t out_features = weight.size(0), in_features = weight.size(1);
-  const at::Tensor g_in = as_rows(grad_y, out_features);
-  const at::Tensor x2 = as_rows(x, in_features);
-  const at::Tensor y2 = y.defined() ? as_rows(y, out_features) : at::Tensor();
-  const auto mask = [&](const at::Tensor& t) {
-    return y2.defined() ? at::threshold_backward(t, y2, 0) : t;
-  };
+// Derivatives of (grad_x, grad_w, grad_b) = backward(grad_y, x, weight, s), given the
+// gradients gg* flowing into them (undefined: not used). With g = grad_y * act'(s):
+//   grad_x = g W, grad_w = g^T x, grad_b = sum_rows g, so with
+//   u = gg_x W^T + x gg_w^T + gg_b:
+//   d grad_y = u * act'(s), d x = g gg_w, d W = g^T gg_x, d s = grad_y * u * act''(s).
+// Every product of matrices is one of our ops: u = linear(gg_x, W, gg_b) + linear(x, gg_w);
+// g gg_w and g^T gg_x are the backward op's grad_x and grad_w with gg_w as the weight
+// and gg_x as the input.
+variable_list backward_of_backward(const Call& call, const at::Tensor& grad_y,
+                                   const at::Tensor& x, const at::Tensor& weight,
+                                   const at::Tensor& s, const variable_list& gg,
+                                   std::array<bool, 4> needs) {
   const at::Tensor& gg_x = gg[0];
   const at::Tensor& gg_w = gg[1];
   const at::Tensor& gg_b = gg[2];
-  at::Tensor d_grad_y, d_x, d_w;
-  if (needs[0] && (gg_x.defined() || gg_w.defined() || gg_b.defined())) {
-    at::Tensor sum = at::zeros_like(g_in);
-    if (gg_x.defined()) sum = at::add(sum, at::mm(as_rows(gg_x, in_features), weight.t()));
-    if (gg_w.defined()) sum = at::add(sum, at::mm(x2, gg_w.t()));
-    if (gg_b.defined()) sum = at::add(sum, gg_b);
-    d_grad_y = mask(sum).reshape(grad_y.sizes());
+  const Call identity = Call::for_act(Activation::identity, 0.0);
+  const bool curved = needs[3] && s.defined() && !piecewise_linear(call.act);
+  at::Tensor u;  // gg_x W^T + x gg_w^T + gg_b, shaped like grad_y
+  if ((needs[0] || curved) && (gg_x.defined() || gg_w.defined() || gg_b.defined())) {
+    if (gg_x.defined()) u = call_forward(identity, gg_x, weight, gg_b);
+    if (gg_w.defined()) {
+      const at::Tensor t = call_forward(identity, x, gg_w, u.defined() ? OptTensor() : gg_b);
+      u = u.defined() ? at::add(u, t) : t;
+    }
+    if (!u.defined()) u = at::add(at::zeros_like(grad_y), gg_b);
   }
-  const at::Tensor g = (needs[1] && gg_w.defined()) || (needs[2] && gg_x.defined())
-                           ? mask(g_in)
-                           : at::Tensor();
-  if (needs[1] && gg_w.defined()) d_x = at::mm(g, gg_w).reshape(x.sizes());
-  if (needs[2] && gg_x.defined()) d_w = at::mm(g.t(), as_rows(gg_x, in_features));
-  return {d_grad_y, d_x, d_w};
+  at::Tensor d_grad_y, d_x, d_w, d_s;
+  if (needs[0] && u.defined()) d_grad_y = s.defined() ? activation_grad(u, s, call, 1) : u;
+  if (needs[1] && gg_w.defined())
+    d_x = std::get<0>(call_backward(call, grad_y, x, gg_w, s, {true, false, false}));
+  if (needs[2] && gg_x.defined())
+    d_w = std::get<1>(call_backward(call, grad_y, gg_x, weight, s, {false, true, false}));
+  if (curved && u.defined()) d_s = activation_grad(at::mul(grad_y, u), s, call, 2);
+  return {d_grad_y, d_x, d_w, d_s};
 }
 
 // Autograd for the backward ops: first-order values from our kernels, their own
 // derivatives from backward_of_backward.
-template <class Activation>
-class LinearBackwardNode : public torch::autograd::Function<LinearBackwardNode<Activation>> {
+class LinearBackwardNode : public torch::autograd::Function<LinearBackwardNode> {
  public:
-  // y: the ReLU output, nullopt for Identity (an undefined Tensor is no autograd input).
+  // saved: y or z as call.saved() says, nullopt for identity (an undefined Tensor is no
+  // autograd input).
   static variable_list forward(AutogradContext* ctx, const at::Tensor& grad_y,
                                const at::Tensor& x, const at::Tensor& weight,
-                               const std::optional<at::Tensor>& y,
+                               const OptTensor& saved, Call call,
                                std::array<bool, 3> output_mask) {
-    const at::Tensor y_or_undefined = y.value_or(at::Tensor());
+    const at::Tensor s = saved.value_or(at::Tensor());
     Grads grads;
     {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      grads = Activation::backward(grad_y, x, weight, y_or_undefined, output_mask);
+      grads = call_backward(call, grad_y, x, weight, s, output_mask);
     }
-    ctx->save_for_backward({grad_y, x, weight, y_or_undefined});
+    ctx->save_for_backward({grad_y, x, weight, s});
+    put(ctx, call);
     // A Function cannot return undefined tensors: return the computed grads only.
     variable_list computed;
     for (const at::Tensor& t : {std::get<0>(grads), std::get<1>(grads), std::get<2>(grads)})
       if (t.defined()) computed.push_back(t);
-    ctx->saved_data["output_mask"] = c10::List<bool>({output_mask[0], output_mask[1], output_mask[2]});
+    ctx->saved_data["output_mask"] =
+        c10::List<bool>({output_mask[0], output_mask[1], output_mask[2]});
     return computed;
   }
 
@@ -171,10 +254,13 @@ class LinearBackwardNode : public torch::autograd::Function<LinearBackwardNode<A
   static variable_list backward(AutogradContext* ctx, variable_list gg_computed) {
     const variable_list gg = expand(ctx, gg_computed);
     const variable_list saved = ctx->get_saved_variables();
-    const std::array<bool, 3> needs = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                       ctx->needs_input_grad(2)};
-    variable_list d = backward_of_backward(saved[0], saved[1], saved[2], saved[3], gg, needs);
-    d.resize(5);  // y (locally constant mask) and output_mask get no gradient
+    // Edges exist for defined tensor inputs only: the saved tensor is edge 3 when given.
+    const std::array<bool, 4> needs = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                       ctx->needs_input_grad(2),
+                                       saved[3].defined() && ctx->needs_input_grad(3)};
+    variable_list d =
+        backward_of_backward(get(ctx), saved[0], saved[1], saved[2], saved[3], gg, needs);
+    d.resize(6);  // call and output_mask get no gradient
     return d;
   }
 };
@@ -194,51 +280,69 @@ bool any_requires_grad(std::initializer_list<const at::Tensor*> tensors) {
   return false;
 }
 
-Grads linear_relu_backward_autograd(const at::Tensor& grad_y, const at::Tensor& x,
-                                    const at::Tensor& weight, const at::Tensor& y,
-                                    std::array<bool, 3> output_mask) {
-  if (!c10::GradMode::is_enabled() || !any_requires_grad({&grad_y, &x, &weight})) {
+Grads backward_autograd(const Call& call, const at::Tensor& grad_y, const at::Tensor& x,
+                        const at::Tensor& weight, const at::Tensor& saved,
+                        std::array<bool, 3> output_mask) {
+  if (!c10::GradMode::is_enabled() || !any_requires_grad({&grad_y, &x, &weight, &saved})) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;  // plain first-order backward
-    return ReLU::backward(grad_y, x, weight, y, output_mask);
+    return call_backward(call, grad_y, x, weight, saved, output_mask);
   }
-  return to_grads(LinearBackwardNode<ReLU>::apply(grad_y, x, weight,
-                                                  std::optional<at::Tensor>(y), output_mask),
+  return to_grads(LinearBackwardNode::apply(grad_y, x, weight,
+                                            saved.defined() ? OptTensor(saved) : std::nullopt,
+                                            call, output_mask),
                   output_mask);
 }
 
-Grads linear_backward_autograd(const at::Tensor& grad_y, const at::Tensor& x,
-                               const at::Tensor& weight, std::array<bool, 3> output_mask) {
-  if (!c10::GradMode::is_enabled() || !any_requires_grad({&grad_y, &x, &weight})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return Identity::backward(grad_y, x, weight, at::Tensor(), output_mask);
-  }
-  return to_grads(
-      LinearBackwardNode<Identity>::apply(grad_y, x, weight, std::nullopt, output_mask),
-      output_mask);
-}
-
-template <class Activation>
-at::Tensor autograd_kernel(const at::Tensor& x, const at::Tensor& weight,
-                           const std::optional<at::Tensor>& bias) {
+at::Tensor forward_autograd(const char* op, const Call& call, const at::Tensor& x,
+                            const at::Tensor& weight, const OptTensor& bias) {
   // Checked here too so that mixed devices get our message, not "no kernel for CUDA".
-  check_forward_args(Activation::message_name, x, weight, bias);
+  check_forward_args(op, x, weight, bias);
   const at::Tensor& b = bias.has_value() ? *bias : x;  // x stands in for a missing bias
   if (!c10::GradMode::is_enabled() || !any_requires_grad({&x, &weight, &b})) {
     // Nothing to record (inference, no_grad, frozen layer): skip building a graph node.
-    static const auto op = forward_op(Activation::name);
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return op.call(x, weight, bias);
+    return call_forward(call, x, weight, bias);
   }
-  return LinearNode<Activation>::apply(x, weight, bias);
+  return LinearNode::apply(x, weight, bias, call)[0];
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fusedmlp, Autograd, m) {
-  m.impl("linear_relu", &autograd_kernel<ReLU>);
-  m.impl("linear", &autograd_kernel<Identity>);
-  m.impl("linear_relu_backward", &linear_relu_backward_autograd);
-  m.impl("linear_backward", &linear_backward_autograd);
+  m.impl("linear_relu", [](const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias) {
+    return forward_autograd("fusedmlp.linear_relu", {Schema::linear_relu, Activation::relu, 0.0},
+                            x, weight, bias);
+  });
+  m.impl("linear", [](const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias) {
+    return forward_autograd("fusedmlp.linear", {Schema::linear, Activation::identity, 0.0}, x,
+                            weight, bias);
+  });
+  m.impl("linear_act", [](const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias,
+                          c10::string_view activation, double negative_slope) {
+    const char* op = "fusedmlp.linear_act";
+    return forward_autograd(
+        op, Call::for_act(parse_activation(op, activation), negative_slope), x, weight, bias);
+  });
+  m.impl("linear_relu_backward",
+         [](const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+            const at::Tensor& y, std::array<bool, 3> output_mask) {
+           return backward_autograd({Schema::linear_relu, Activation::relu, 0.0}, grad_y, x,
+                                    weight, y, output_mask);
+         });
+  m.impl("linear_backward", [](const at::Tensor& grad_y, const at::Tensor& x,
+                               const at::Tensor& weight, std::array<bool, 3> output_mask) {
+    return backward_autograd({Schema::linear, Activation::identity, 0.0}, grad_y, x, weight,
+                             at::Tensor(), output_mask);
+  });
+  m.impl("linear_act_backward",
+         [](const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+            const OptTensor& saved, c10::string_view activation, double negative_slope,
+            std::array<bool, 3> output_mask) {
+           const char* op = "fusedmlp.linear_act_backward";
+           return backward_autograd(
+               Call::for_act(parse_activation(op, activation), negative_slope), grad_y, x,
+               weight, saved.value_or(at::Tensor()), output_mask);
+         });
 }
 
 }  // namespace fusedmlp

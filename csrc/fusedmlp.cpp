@@ -28,6 +28,31 @@ TORCH_LIBRARY(fusedmlp, m) {
       "linear_backward(Tensor grad_y, Tensor x, Tensor weight, bool[3] output_mask) "
       "-> (Tensor, Tensor, Tensor)",
       {at::Tag::pt2_compliant_tag});
+  // y = act(x @ weight.T + bias) for any activation of csrc/activation.h, by name
+  // ("identity", "relu", "leaky_relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh",
+  // "relu_squared"); negative_slope is leaky_relu's.
+  m.def(
+      "linear_act(Tensor x, Tensor weight, Tensor? bias=None, str activation=\"identity\", "
+      "float negative_slope=0.01) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
+  // The same, also returning the pre-activation z = x @ weight.T + bias (what backward of
+  // gelu, gelu_tanh, silu and relu_squared differentiates from): (y, z).
+  m.def(
+      "linear_act_pre(Tensor x, Tensor weight, Tensor? bias, str activation, "
+      "float negative_slope) -> (Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+  // Gradients of linear_act from `saved`: the output y (identity: None; relu, sigmoid,
+  // tanh, leaky_relu with negative_slope >= 0) or the pre-activation z (the others).
+  m.def(
+      "linear_act_backward(Tensor grad_y, Tensor x, Tensor weight, Tensor? saved, "
+      "str activation, float negative_slope, bool[3] output_mask) -> (Tensor, Tensor, Tensor)",
+      {at::Tag::pt2_compliant_tag});
+  // Elementwise: grad * act'(saved) (order 1) or grad * d act'(saved) / d saved (order 2),
+  // saved as linear_act_backward reads it (the double backward's pieces).
+  m.def(
+      "activation_grad(Tensor grad, Tensor saved, str activation, float negative_slope, "
+      "int order) -> Tensor",
+      {at::Tag::pt2_compliant_tag});
 }
 
 namespace {

@@ -1,24 +1,31 @@
-"""``fuse(model)``: run a model's Linear -> ReLU pairs on ``FusedLinearReLU`` and give back
+"""``fuse(model)``: run a model's Linear -> activation pairs on fused layers and give back
 the same model: its class, containers, methods, attributes, ``state_dict`` keys and
 ``named_modules()`` paths.
 
 torch.fx traces ``forward`` only to FIND the pairs: an ``nn.Linear`` call whose output goes
-only into an activation listed in ``_ACTIVATIONS`` (``nn.ReLU``, ``torch.relu``, ``F.relu``,
-``x.relu()``, in-place forms too). The pairs are then rewritten, preferably in place:
+only into one of torch's activations that our kernels compute (``fusedmlp._torch_activations``:
+the modules ``nn.ReLU``, ``nn.GELU``, ``nn.SiLU``, ``nn.LeakyReLU``, ``nn.Sigmoid``,
+``nn.Tanh``, the functions ``F.relu``, ``F.gelu``, ``F.silu``, ``F.leaky_relu``,
+``torch.sigmoid``, ``torch.tanh``, ..., the Tensor methods, in-place forms too, and modules
+from outside torch whose forward is just one of those calls, such as timm's ``GELU``), with
+the arguments read from the module or the call (GELU's ``approximate``, LeakyReLU's
+``negative_slope``). The pairs are then rewritten, preferably in place:
 
-* The Linear is replaced at its own path(s) by the fused layer over the same Parameter
-  objects (so ``state_dict`` keys and optimizers are unaffected).
-* An activation *module* called only by that Linear (an ``nn.ReLU`` slot of a Sequential,
+* The Linear is replaced at its own path(s) by the fused layer (``FusedLinearReLU`` for
+  ReLU, else ``FusedLinear`` with the activation) over the same Parameter objects (so
+  ``state_dict`` keys and optimizers are unaffected).
+* An activation *module* called only by that Linear (an activation slot of a Sequential,
   timm's ``Mlp.act``) becomes ``nn.Identity``: indices and paths do not move.
-* An activation *call* in ``forward`` (``torch.relu(self.fc(x))``) or a module also called
+* A ReLU *call* in ``forward`` (``torch.relu(self.fc(x))``) or a ReLU module also called
   elsewhere stays where it is and runs on the fused output. That is exact because ReLU is
   idempotent: relu(relu(z)) == relu(z), and its backward masks where relu(z) <= 0, which is
   where z <= 0. It costs one extra elementwise pass (measured in the README).
-* Only an *in-place* activation call on the Linear's output (``F.relu(h, inplace=True)``,
-  ``h.relu_()``, a shared ``nn.ReLU(inplace=True)``) cannot stay: it would modify the fused
-  output, which the fused backward keeps. Then the traced graph is rewritten without the
-  activation calls and a ``torch.fx.GraphModule`` is returned, carrying the original's whole
-  module tree (container types included), parameters, buffers and plain attributes; only the
+* Any other activation call on the Linear's output cannot stay: a non-idempotent one
+  (``F.gelu(self.fc(x))``, a shared ``nn.GELU``) would be applied twice, an in-place ReLU
+  (``F.relu(h, inplace=True)``, ``h.relu_()``) would modify the fused output, which the
+  fused backward keeps. Then the traced graph is rewritten without the fused activation
+  calls and a ``torch.fx.GraphModule`` is returned, carrying the original's whole module
+  tree (container types included), parameters, buffers and plain attributes; only the
   methods of the model's class are not on it. ``FuseReport.route`` says which route was taken.
 
 When fx cannot trace ``forward`` (data-dependent control flow, ...), or its graph would lose
@@ -36,33 +43,24 @@ import logging
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
 
 from . import _C
+from ._torch_activations import Activation, ActivationCall, call_activation, module_activation
 from .nn import FusedLinear, FusedLinearReLU
 
 __all__ = ["fuse", "FuseReport"]
 
 logger = logging.getLogger("fusedmlp")
 
-# The activations fuse() folds into the Linear before them: activation module types,
-# functions (fx call_function targets) and Tensor method names (call_method targets), each
-# mapped to the activation's name. F.relu_ is torch.relu_.
-_ACTIVATIONS: Dict[object, str] = {
-    nn.ReLU: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu: "relu",
-    "relu": "relu", "relu_": "relu",
-}
-# activation name -> the fused layer over an nn.Linear's Parameters.
-_FUSED_LAYERS: Dict[str, Callable[[nn.Linear], nn.Module]] = {
-    "relu": FusedLinearReLU.from_linear,
-}
 # act(act(z)) == act(z) with the same gradient: a call of it left in forward after the fused
 # layer is still exact.
 _IDEMPOTENT = {"relu"}
+# Tensor methods that change a tensor's dtype: fusing across one would skip the cast.
+_CAST_METHODS = {"to", "type", "float", "double", "half", "bfloat16"}
 _FUSED_DTYPES = (torch.float32, torch.float64)
 
 ROUTE_IN_PLACE = "in place"
@@ -75,7 +73,11 @@ class FuseReport:
     """What ``fuse`` did; the fused model carries it as ``model.fuse_report``."""
 
     fused: List[str] = field(default_factory=list)
-    """Qualified names of the ``nn.Linear`` layers now running fused with their ReLU."""
+    """Qualified names of the ``nn.Linear`` layers now running fused with their activation."""
+    activations: Dict[str, str] = field(default_factory=dict)
+    """Fused ``nn.Linear`` name -> the activation fused into it, as ``fusedmlp.linear``
+    names it (``"relu"``, ``"gelu"``, ``"gelu_tanh"``, ``"silu"``, ``"sigmoid"``,
+    ``"tanh"``; ``"leaky_relu(negative_slope=0.2)"`` with the slope)."""
     linear: List[str] = field(default_factory=list)
     """Qualified names of the ``nn.Linear`` layers now running on ``FusedLinear`` (no ReLU;
     only with ``plain_linear=True``), every name a shared layer is registered under."""
@@ -85,15 +87,16 @@ class FuseReport:
     """Whether torch.fx traced ``forward`` (if not, only Sequential slots were fused)."""
     route: str = ROUTE_IN_PLACE
     """``"in place"``: the model was rewritten module by module and keeps its class;
-    ``"graph"``: the result is a ``torch.fx.GraphModule`` (an in-place activation call had
-    to be removed from forward); ``"untraced"``: fx could not trace forward, only Sequential
-    slots were rewritten (in place)."""
+    ``"graph"``: the result is a ``torch.fx.GraphModule`` (an activation call had to be
+    removed from forward: a non-ReLU one, or an in-place ReLU); ``"untraced"``: fx could
+    not trace forward, only Sequential slots were rewritten (in place)."""
     activation_kept: List[str] = field(default_factory=list)
     """Fused Linear layers whose activation call still runs in ``forward`` on the fused
     output (exact, as ReLU is idempotent; one extra elementwise pass each)."""
 
     def __str__(self) -> str:
-        lines = [f"fused {len(self.fused)} Linear->ReLU pair(s): {', '.join(self.fused) or '-'}"]
+        pairs = ", ".join(f"{name} ({self.activations.get(name, '?')})" for name in self.fused)
+        lines = [f"fused {len(self.fused)} Linear->activation pair(s): {pairs or '-'}"]
         if self.linear:
             lines.append(f"ran {len(self.linear)} Linear layer(s) on FusedLinear: "
                          f"{', '.join(self.linear)}")
@@ -107,7 +110,7 @@ class FuseReport:
 
 _ROUTE_DESCRIPTIONS = {
     ROUTE_IN_PLACE: "in place (same class, modules replaced at their paths)",
-    ROUTE_GRAPH: "graph (a torch.fx.GraphModule without the in-place activation calls; "
+    ROUTE_GRAPH: "graph (a torch.fx.GraphModule without the fused activation calls; "
                  "it keeps the submodules, parameters, buffers and attributes, not the "
                  "class's methods)",
     ROUTE_UNTRACED: "untraced (fx could not trace forward; only Sequential slots fused, "
@@ -116,21 +119,26 @@ _ROUTE_DESCRIPTIONS = {
 
 
 def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) -> nn.Module:
-    """``model`` with its Linear -> ReLU pairs running on ``FusedLinearReLU``: the same
-    parameters, outputs and gradients (within float32 rounding).
+    """``model`` with its Linear -> activation pairs running on fused layers
+    (``FusedLinearReLU`` for ReLU, ``FusedLinear`` with the activation for GELU, SiLU,
+    LeakyReLU, Sigmoid and Tanh): the same parameters, outputs and gradients (within
+    float32 rounding).
 
     The result is normally ``model`` itself (or its deep copy), rewritten module by module:
     the same class, containers, methods, attributes, ``state_dict`` keys (strict loading
-    works both ways) and ``named_modules()`` paths; a fused Linear's path holds a
-    ``FusedLinearReLU``, a ReLU module called only after it holds ``nn.Identity``. Only
-    when ``forward`` applies an in-place ReLU call to a Linear's output is the result a
+    works both ways) and ``named_modules()`` paths; a fused Linear's path holds the fused
+    layer, an activation module called only after it holds ``nn.Identity``. Only when
+    ``forward`` applies a non-ReLU activation call (or an in-place ReLU call) to a
+    Linear's output, or calls the activation module elsewhere too, is the result a
     ``torch.fx.GraphModule`` (see ``fusedmlp.fuse`` module docs). Use the returned model.
 
     With ``inplace=False`` (the default) ``model`` is deep-copied first and left untouched;
     with ``inplace=True`` its modules are replaced in place (no copy of the parameters). A
     Linear that is called more than once, or whose output is also used other than by the
-    ReLU, is left alone. What was fused and what was left is logged (logger ``"fusedmlp"``)
-    and returned as ``result.fuse_report`` (a :class:`FuseReport`).
+    activation, is left alone, as is one whose activation call has arguments the fused
+    layer cannot honour (``out=``, an unknown GELU ``approximate``, ...) or that casts its
+    output's dtype before the activation. What was fused and what was left is logged
+    (logger ``"fusedmlp"``) and returned as ``result.fuse_report`` (a :class:`FuseReport`).
 
     ``plain_linear=True`` also moves every remaining ``nn.Linear`` (without hooks, of a
     dtype and device our kernels take) onto ``FusedLinear`` at each path it is registered
@@ -140,19 +148,21 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) ->
         raise TypeError(f"fuse: model must be an nn.Module, got {type(model).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
+    activation_modules = _activation_modules(model)
     try:
-        graph = _trace(model)
+        graph = _trace(model, activation_modules)
     except Exception as error:  # fx fails in many ways (TraceError, TypeError, ...)
-        result, report = model, _fuse_sequential_slots(model)
+        result, report = model, _fuse_sequential_slots(model, activation_modules)
         left = ", ".join(report.skipped) or "none"
         warnings.warn(
             f"fusedmlp.fuse: could not trace {type(model).__name__}.forward with torch.fx "
-            f"({type(error).__name__}: {_first_line(error)}); fused only nn.Linear -> ReLU "
-            f"module slots of Sequential containers ({', '.join(report.fused) or 'none'}); "
+            f"({type(error).__name__}: {_first_line(error)}); fused only nn.Linear -> "
+            f"activation module slots of Sequential containers "
+            f"({', '.join(report.fused) or 'none'}); "
             f"nn.Linear layers left unfused (reasons in result.fuse_report): {left}",
             stacklevel=2)
     else:
-        result, report = _fuse_traced(model, graph)
+        result, report = _fuse_traced(model, graph, activation_modules)
     if plain_linear:
         _run_plain_linears_fused(result, report)
     result.fuse_report = report
@@ -161,10 +171,58 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) ->
     return result
 
 
+# Activation modules of a model, by id(module): what each applies.
+_ActivationModules = Dict[int, ActivationCall]
+
+
+def _activation_modules(model: nn.Module) -> _ActivationModules:
+    """The modules of ``model`` that apply one activation fuse() can fold: torch's own
+    (``nn.GELU``, ...) and wrappers of one activation call (see _wrapped_activation)."""
+    found = {}
+    for module in model.modules():
+        call = module_activation(module) or _wrapped_activation(module)
+        if call is not None:
+            found[id(module)] = call
+    return found
+
+
+def _wrapped_activation(module: nn.Module) -> Optional[ActivationCall]:
+    """The activation call a module from outside torch makes when its forward is that one
+    call on its input and nothing else, and it has no submodules, parameters or buffers:
+    timm's ``GELU``, ``GELUTanh``, ``Sigmoid`` (what ``act_layer="gelu"`` builds),
+    transformers' ``GELUActivation``, a user's ``Swish`` class. fx would otherwise inline
+    the call, and a fused call in forward takes the graph route; as a module called once it
+    becomes nn.Identity in place, like ``nn.GELU``."""
+    if (type(module).__module__.split(".")[0] == "torch" or next(module.children(), None)
+            is not None or next(module.parameters(), None) is not None
+            or next(module.buffers(), None) is not None):
+        return None
+    try:  # in both train and eval mode: the same call
+        nodes = list(_trace(module, {}).nodes)
+    except Exception:  # fx fails in many ways: then it is not a plain activation call
+        return None
+    if len(nodes) != 3:
+        return None
+    source, call, output = nodes
+    if (source.op != "placeholder" or call.op not in ("call_function", "call_method")
+            or output.op != "output" or output.args != (call,) or not call.args
+            or call.args[0] is not source):
+        return None
+    return call_activation(call.target, call.args[1:], call.kwargs)
+
+
 class _Tracer(fx.Tracer):
-    # Our layers are leaves, so fuse() also runs on models that are already (partly) fused.
+    """Our layers are leaves, so fuse() also runs on models that are already (partly) fused,
+    and so are the modules in ``activation_modules``, so that fx does not inline a wrapper
+    module's activation call."""
+
+    def __init__(self, activation_modules: Optional[_ActivationModules] = None) -> None:
+        super().__init__()
+        self.activation_modules = activation_modules or {}
+
     def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
         return (isinstance(module, (FusedLinearReLU, FusedLinear))
+                or id(module) in self.activation_modules
                 or super().is_leaf_module(module, qualified_name))
 
     # A graph does not record `with torch.no_grad():` or autocast blocks inside forward, so
@@ -178,7 +236,7 @@ class _Tracer(fx.Tracer):
         return super().create_node(*args, **kwargs)
 
 
-def _trace(model: nn.Module) -> fx.Graph:
+def _trace(model: nn.Module, activation_modules: _ActivationModules) -> fx.Graph:
     """The fx graph of ``model.forward``. Raises if fx cannot trace it, if forward changes
     grad mode or autocast, or if the graph depends on train/eval mode (``if self.training:``,
     ``F.dropout(training=self.training)``): the pairs found in one mode might not be pairs in
@@ -186,11 +244,11 @@ def _trace(model: nn.Module) -> fx.Graph:
     modes = {module: module.training for module in model.modules()}
     with torch.enable_grad(), torch.autocast("cpu", enabled=False), \
             torch.autocast("cuda", enabled=False):  # the state _Tracer checks forward keeps
-        graph = _Tracer().trace(model)
+        graph = _Tracer(activation_modules).trace(model)
         try:
             for module, training in modes.items():
                 module.training = not training
-            graph_other_mode = _Tracer().trace(model)
+            graph_other_mode = _Tracer(activation_modules).trace(model)
         finally:
             for module, training in modes.items():
                 module.training = training
@@ -208,18 +266,27 @@ class _Pair:
     linear: nn.Linear
     linear_node: fx.Node
     activation_node: fx.Node
-    activation: str
+    activation: Activation
     activation_module: Optional[nn.Module]
     activation_fate: str  # "identity" | "kept" | "graph" (see _activation_fate)
 
 
-def _fuse_traced(model: nn.Module, graph: fx.Graph) -> Tuple[nn.Module, FuseReport]:
+def _fused_layer(linear: nn.Linear, activation: Activation) -> nn.Module:
+    """The fused layer computing activation(linear(x)) over ``linear``'s Parameters."""
+    if activation.name == "relu":
+        return FusedLinearReLU.from_linear(linear)
+    return FusedLinear.from_linear(linear, activation.name, activation.negative_slope)
+
+
+def _fuse_traced(model: nn.Module, graph: fx.Graph,
+                 activation_modules: _ActivationModules) -> Tuple[nn.Module, FuseReport]:
     calls = Counter(id(model.get_submodule(node.target))
                     for node in graph.nodes if node.op == "call_module")
     report = FuseReport(traced=True)
-    pairs = _linear_activation_pairs(model, graph, calls, report)
+    pairs = _linear_activation_pairs(model, graph, calls, activation_modules, report)
     report.fused = [pair.linear_name for pair in pairs]
-    replacements = {id(pair.linear): _FUSED_LAYERS[pair.activation](pair.linear)
+    report.activations = {pair.linear_name: str(pair.activation) for pair in pairs}
+    replacements = {id(pair.linear): _fused_layer(pair.linear, pair.activation)
                     for pair in pairs}
     for pair in pairs:
         if pair.activation_fate == "identity":
@@ -243,58 +310,78 @@ def _fuse_traced(model: nn.Module, graph: fx.Graph) -> Tuple[nn.Module, FuseRepo
 
 
 def _linear_activation_pairs(model: nn.Module, graph: fx.Graph, calls: Counter,
+                             activation_modules: _ActivationModules,
                              report: FuseReport) -> List[_Pair]:
     """The (Linear call, activation call) pairs where the activation is the Linear output's
-    only use and the Linear is called nowhere else (``calls``: call_module nodes per module
-    object); records the rejected ones in ``report.skipped``."""
+    only use, the Linear is called nowhere else (``calls``: call_module nodes per module
+    object) and the activation's arguments can be honoured; records the rejected ones (and
+    Linear layers whose output is cast before an activation) in ``report.skipped``."""
     pairs = []
     for activation_node in graph.nodes:
-        found = _activation_input(model, activation_node)
-        if found is None:
+        call = _activation_call(model, activation_node, activation_modules)
+        if call is None:
             continue
-        linear_node, activation = found
-        if linear_node.op != "call_module":
-            continue
-        linear = model.get_submodule(linear_node.target)
-        if type(linear) is not nn.Linear:
+        linear_node = activation_node.args[0]
+        cast = _cast_method(linear_node)
+        if cast:  # fc(x).float() -> act: the fused layer would skip the cast
+            linear_node = linear_node.args[0]
+        linear = _called_linear(model, linear_node)
+        if linear is None:
             continue
         activation_module = (model.get_submodule(activation_node.target)
                              if activation_node.op == "call_module" else None)
         if calls[id(linear)] > 1:
             why = "it is called more than once"
+        elif cast:
+            why = (f"its output is cast (.{cast}()) before its {call.kind}, a cast a fused "
+                   "layer would skip")
         elif len(linear_node.users) > 1:
-            why = "its output is also used other than by the ReLU"
+            why = f"its output is also used other than by the {call.kind}"
+        elif call.activation is None:
+            why = call.unsupported
         else:
             why = _why_not_fusable(linear, activation_module)
         name = str(linear_node.target)
         if why:
             report.skipped[name] = why
             continue
-        fate = _activation_fate(activation_node, activation, activation_module, calls)
-        pairs.append(_Pair(name, linear, linear_node, activation_node, activation,
+        fate = _activation_fate(call, activation_module, calls)
+        pairs.append(_Pair(name, linear, linear_node, activation_node, call.activation,
                            activation_module, fate))
     return pairs
 
 
-def _activation_input(model: nn.Module, node: fx.Node) -> Optional[Tuple[fx.Node, str]]:
-    """(the node ``node`` applies an activation to, the activation's name), or None when
-    ``node`` is not an activation call (or has arguments besides the input and ``inplace``,
-    such as ``out=``)."""
-    if node.op == "call_function" or node.op == "call_method":
-        activation = _ACTIVATIONS.get(node.target)
-    elif node.op == "call_module":
-        activation = _ACTIVATIONS.get(type(model.get_submodule(node.target)))
-    else:
-        activation = None
-    if activation is None or not node.args or not isinstance(node.args[0], fx.Node):
+def _activation_call(model: nn.Module, node: fx.Node,
+                     activation_modules: _ActivationModules) -> Optional[ActivationCall]:
+    """The activation ``node`` applies to its first argument (a node), or None when it is
+    not one of the activations of ``fusedmlp._torch_activations`` (or a module of
+    ``activation_modules``)."""
+    if not node.args or not isinstance(node.args[0], fx.Node):
         return None
-    extra_args_are_inplace = (all(isinstance(arg, bool) for arg in node.args[1:])
-                              and set(node.kwargs) <= {"inplace"})
-    return (node.args[0], activation) if extra_args_are_inplace else None
+    if node.op == "call_function" or node.op == "call_method":
+        return call_activation(node.target, node.args[1:], node.kwargs)
+    if node.op == "call_module" and len(node.args) == 1 and not node.kwargs:
+        return activation_modules.get(id(model.get_submodule(node.target)))
+    return None
 
 
-def _activation_fate(node: fx.Node, activation: str, module: Optional[nn.Module],
-                     calls: Counter) -> str:
+def _cast_method(node: fx.Node) -> Optional[str]:
+    """The name of the dtype-casting Tensor method ``node`` calls on a node, else None."""
+    if (node.op == "call_method" and node.target in _CAST_METHODS and node.args
+            and isinstance(node.args[0], fx.Node)):
+        return node.target
+    return None
+
+
+def _called_linear(model: nn.Module, node: fx.Node) -> Optional[nn.Linear]:
+    """The nn.Linear (exactly: a subclass may change forward) that ``node`` calls, else None."""
+    if node.op != "call_module":
+        return None
+    module = model.get_submodule(node.target)
+    return module if type(module) is nn.Linear else None
+
+
+def _activation_fate(call: ActivationCall, module: Optional[nn.Module], calls: Counter) -> str:
     """What happens to a fused pair's activation:
     "identity": a module called only here, replaced by nn.Identity (no extra work);
     "kept": a call that may stay in forward, as the activation is idempotent and the call
@@ -302,13 +389,7 @@ def _activation_fate(node: fx.Node, activation: str, module: Optional[nn.Module]
     "graph": it must be removed from forward, which only a rewritten graph can do."""
     if module is not None and calls[id(module)] == 1:
         return "identity"
-    if module is not None:
-        in_place = bool(getattr(module, "inplace", False))
-    else:
-        name = node.target if isinstance(node.target, str) else node.target.__name__
-        in_place = (name.endswith("_") or bool(node.kwargs.get("inplace"))
-                    or any(arg is True for arg in node.args[1:]))
-    return "kept" if activation in _IDEMPOTENT and not in_place else "graph"
+    return "kept" if call.activation.name in _IDEMPOTENT and not call.in_place else "graph"
 
 
 def _why_not_fusable(linear: nn.Linear,
@@ -320,7 +401,7 @@ def _why_not_fusable(linear: nn.Linear,
     if device not in ("cpu", "cuda") or (device == "cuda" and not _C.cuda_built()):
         return f"it is on {device}, which this build of fusedmlp has no kernels for"
     if any(_has_hooks(module) for module in (linear, activation_module) if module is not None):
-        return "it or its ReLU has hooks, which fusing would bypass"
+        return "it or its activation module has hooks, which fusing would bypass"
     return None
 
 
@@ -369,7 +450,8 @@ def _runs_children_in_order(module: nn.Module) -> bool:
     return type(module).forward is nn.Sequential.forward
 
 
-def _fuse_sequential_slots(model: nn.Module) -> FuseReport:
+def _fuse_sequential_slots(model: nn.Module,
+                           activation_modules: _ActivationModules) -> FuseReport:
     """Without a graph: fuse adjacent (nn.Linear, activation module) slots of containers that
     run their children in order; the activation's slot (not the module object, which may be
     used elsewhere) becomes nn.Identity. A Linear registered more than once in ``model`` is
@@ -386,34 +468,39 @@ def _fuse_sequential_slots(model: nn.Module) -> FuseReport:
             if type(linear) is not nn.Linear:
                 continue
             next_slot, next_module = slots[index + 1] if index + 1 < len(slots) else (None, None)
-            activation = _ACTIVATIONS.get(type(next_module))
+            call = activation_modules.get(id(next_module))
             if registrations[id(linear)] > 1:
                 why = "it is registered more than once in the model"
             elif next_module is None:
                 why = (f"fx could not trace forward, and it is the last module of its "
                        f"{type(container).__name__}")
-            elif activation is None:
+            elif call is None:
                 why = (f"fx could not trace forward, and the next module of its "
-                       f"{type(container).__name__} is {type(next_module).__name__}, not ReLU")
+                       f"{type(container).__name__} is {type(next_module).__name__}, not an "
+                       "activation fusedmlp fuses")
+            elif call.activation is None:
+                why = call.unsupported
             else:
                 why = _why_not_fusable(linear, next_module)
             if why is None:
-                fusable_slots.append((container, slot, next_slot, activation))
+                fusable_slots.append((container, slot, next_slot, call.activation))
             else:
                 reasons.setdefault(id(linear), why)
-    fused_linears = {id(container._modules[slot]) for container, slot, _, _ in fusable_slots}
+    fused_linears = {id(container._modules[slot]): activation
+                     for container, slot, _, activation in fusable_slots}
     report = FuseReport(traced=False, route=ROUTE_UNTRACED)
     for name, module in model.named_modules():  # before the rewrite, under their own names
         if type(module) is not nn.Linear:
             continue
         if id(module) in fused_linears:
             report.fused.append(name)
+            report.activations[name] = str(fused_linears[id(module)])
         else:
             report.skipped[name] = reasons.get(
                 id(module), "fx could not trace forward, and it is not in a Sequential "
-                            "container followed by a ReLU module")
+                            "container followed by an activation module")
     for container, slot, next_slot, activation in fusable_slots:
-        setattr(container, slot, _FUSED_LAYERS[activation](container._modules[slot]))
+        setattr(container, slot, _fused_layer(container._modules[slot], activation))
         setattr(container, next_slot, nn.Identity())
     return report
 

@@ -1,12 +1,14 @@
 """Modules: ``FusedLinearReLU`` (a drop-in for ``nn.Linear`` followed by ``nn.ReLU``),
-``FusedLinear`` (``nn.Linear`` on fusedmlp's kernels) and ``FusedMLP`` built from them."""
+``FusedLinear`` (``nn.Linear`` on fusedmlp's kernels, with an optional fused activation)
+and ``FusedMLP`` built from them."""
 from collections import OrderedDict
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from .ops import linear, linear_relu
+from ._torch_activations import DEFAULT_NEGATIVE_SLOPE, module_activation
+from .ops import check_activation, linear, linear_relu
 
 __all__ = ["FusedLinearReLU", "FusedLinear", "FusedMLP"]
 
@@ -70,12 +72,37 @@ class FusedLinearReLU(_LinearParameters):
 
 
 class FusedLinear(_LinearParameters):
-    """``nn.Linear(in_features, out_features, bias)`` on fusedmlp's kernels (no activation):
-    an MLP's last layer. Same parameters, initialisation and ``from_linear`` as
-    ``FusedLinearReLU``."""
+    """``act(nn.Linear(in_features, out_features, bias)(x))`` on fusedmlp's kernels, the
+    activation fused into the GEMM (``activation``: see :func:`fusedmlp.linear`; None, the
+    default, is plain ``nn.Linear``: an MLP's last layer). Same parameters, initialisation
+    and ``from_linear`` as ``FusedLinearReLU``."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 activation: Optional[str] = None, negative_slope: float = 0.01,
+                 device=None, dtype=None) -> None:
+        self.activation = check_activation(activation, "FusedLinear")
+        self.negative_slope = float(negative_slope)
+        super().__init__(in_features, out_features, bias, device=device, dtype=dtype)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, activation: Optional[str] = None,
+                    negative_slope: float = 0.01) -> "FusedLinear":
+        """This layer (with ``activation``) over ``linear``'s parameters, shared (no copy)."""
+        layer = super().from_linear(linear)
+        layer.activation = check_activation(activation, "FusedLinear")
+        layer.negative_slope = float(negative_slope)
+        return layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(x, self.weight, self.bias)
+        return linear(x, self.weight, self.bias, self.activation, self.negative_slope)
+
+    def extra_repr(self) -> str:
+        text = super().extra_repr()
+        if self.activation != "identity":
+            text += f", activation={self.activation}"
+            if self.activation == "leaky_relu":
+                text += f", negative_slope={self.negative_slope}"
+        return text
 
 
 def _check_positive_int(name: str, value) -> None:
@@ -83,14 +110,39 @@ def _check_positive_int(name: str, value) -> None:
         raise ValueError(f"FusedMLP: {name} must be a positive int, got {value!r}")
 
 
-class FusedMLP(nn.Sequential):
-    """``Linear -> ReLU`` for each entry of ``hidden_features``, then a final ``Linear``
-    without activation, all on fusedmlp's kernels: the same function (and, from the same
-    seed, the same initial weights) as
-    ``nn.Sequential(nn.Linear(in, h0), nn.ReLU(), ..., nn.Linear(h_last, out))``.
+# The torch module of each activation (relu_squared has none).
+_MODULES = {
+    "identity": lambda slope: nn.Identity(),
+    "relu": lambda slope: nn.ReLU(),
+    "leaky_relu": lambda slope: nn.LeakyReLU(slope),
+    "gelu": lambda slope: nn.GELU(),
+    "gelu_tanh": lambda slope: nn.GELU(approximate="tanh"),
+    "silu": lambda slope: nn.SiLU(),
+    "sigmoid": lambda slope: nn.Sigmoid(),
+    "tanh": lambda slope: nn.Tanh(),
+}
 
-    It is that Sequential's layout: ``FusedLinearReLU`` at each Linear's index, then
-    ``nn.Identity`` at each ReLU's index (the ReLU runs inside the layer before it), then
+
+def _activation_of(module: nn.Module):
+    """(name, negative_slope) of an activation module FusedMLP can run, else None."""
+    if type(module) is nn.Identity:
+        return "identity", DEFAULT_NEGATIVE_SLOPE
+    call = module_activation(module)
+    if call is None or call.activation is None:  # not an activation, or GELU(approximate="?")
+        return None
+    return call.activation.name, call.activation.negative_slope
+
+
+class FusedMLP(nn.Sequential):
+    """``Linear -> activation`` for each entry of ``hidden_features``, then a final
+    ``Linear`` without activation, all on fusedmlp's kernels: the same function (and, from
+    the same seed, the same initial weights) as
+    ``nn.Sequential(nn.Linear(in, h0), nn.ReLU(), ..., nn.Linear(h_last, out))`` (ReLU or
+    the module of ``activation``: see :func:`fusedmlp.linear` for the names).
+
+    It is that Sequential's layout: the fused layer at each Linear's index
+    (``FusedLinearReLU`` for ReLU, else ``FusedLinear`` with ``activation``), then
+    ``nn.Identity`` at each activation's index (it runs inside the layer before it), then
     ``FusedLinear``; just what ``fusedmlp.fuse`` makes of the plain Sequential. So its
     ``state_dict`` keys are the plain model's (``0.weight``, ``2.weight``, ...): each loads
     the other's directly. ``layers`` lists the layers with weights; ``to_sequential()`` /
@@ -98,7 +150,12 @@ class FusedMLP(nn.Sequential):
     """
 
     def __init__(self, in_features: int, hidden_features: Sequence[int], out_features: int,
-                 bias: bool = True, device=None, dtype=None) -> None:
+                 bias: bool = True, activation: str = "relu", negative_slope: float = 0.01,
+                 device=None, dtype=None) -> None:
+        if activation is None:
+            raise ValueError('FusedMLP: activation must be a name ("relu", "gelu", ...); '
+                             'use "identity" for none')
+        activation = check_activation(activation, "FusedMLP")
         _check_positive_int("in_features", in_features)
         _check_positive_int("out_features", out_features)
         if not isinstance(hidden_features, (list, tuple)):
@@ -111,9 +168,16 @@ class FusedMLP(nn.Sequential):
         factory_kwargs = {"bias": bias, "device": device, "dtype": dtype}
         modules: List[nn.Module] = []
         for n_in, n_out in zip(sizes[:-2], sizes[1:-1]):
-            modules += [FusedLinearReLU(n_in, n_out, **factory_kwargs), nn.Identity()]
+            if activation == "relu":
+                layer = FusedLinearReLU(n_in, n_out, **factory_kwargs)
+            else:
+                layer = FusedLinear(n_in, n_out, activation=activation,
+                                    negative_slope=negative_slope, **factory_kwargs)
+            modules += [layer, nn.Identity()]
         modules.append(FusedLinear(sizes[-2], sizes[-1], **factory_kwargs))
         super().__init__(*modules)
+        self.activation = activation
+        self.negative_slope = float(negative_slope)
         self.in_features = in_features
         self.hidden_features: List[int] = list(hidden_features)
         self.out_features = out_features
@@ -121,7 +185,7 @@ class FusedMLP(nn.Sequential):
 
     @property
     def layers(self) -> List[nn.Module]:
-        """The layers with weights: ``FusedLinearReLU`` per hidden layer, then ``FusedLinear``."""
+        """The layers with weights: one fused layer per hidden layer, then ``FusedLinear``."""
         return list(self)[::2]
 
     def __getitem__(self, index):
@@ -131,15 +195,21 @@ class FusedMLP(nn.Sequential):
         return super().__getitem__(index)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, hidden_features={self.hidden_features}, "
+        text = (f"in_features={self.in_features}, hidden_features={self.hidden_features}, "
                 f"out_features={self.out_features}")
+        if self.activation != "relu":
+            text += f", activation={self.activation}"
+        return text
 
     def to_sequential(self) -> nn.Sequential:
-        """The equivalent ``nn.Sequential(nn.Linear, nn.ReLU, ..., nn.Linear)``. It shares
-        this module's Parameter objects (``copy.deepcopy`` it for an independent model)."""
+        """The equivalent ``nn.Sequential(nn.Linear, nn.ReLU, ..., nn.Linear)`` (the
+        activation's module in place of ReLU). It shares this module's Parameter objects
+        (``copy.deepcopy`` it for an independent model)."""
+        if self.activation not in _MODULES:
+            raise ValueError(f"to_sequential: torch has no module for {self.activation!r}")
         modules: List[nn.Module] = []
         for layer in self.layers[:-1]:
-            modules += [layer.to_linear(), nn.ReLU()]
+            modules += [layer.to_linear(), _MODULES[self.activation](self.negative_slope)]
         modules.append(self.layers[-1].to_linear())
         return nn.Sequential(*modules).train(self.training)
 
@@ -148,12 +218,14 @@ class FusedMLP(nn.Sequential):
         """The ``FusedMLP`` computing ``seq``, which must be
         ``nn.Sequential(nn.Linear, nn.ReLU, ..., nn.Linear)``. It shares ``seq``'s Parameter
         objects (no copy), so optimizers holding them keep working."""
-        linears = _mlp_linears(seq)
+        linears, (activation, slope) = _mlp_linears(seq)
         # Built on the meta device (no memory, no RNG draws), then given seq's parameters.
         mlp = cls(linears[0].in_features, [layer.out_features for layer in linears[:-1]],
-                  linears[-1].out_features, device="meta")
+                  linears[-1].out_features, activation=activation, negative_slope=slope,
+                  device="meta")
         for i, layer in enumerate(linears[:-1]):
-            mlp[2 * i] = FusedLinearReLU.from_linear(layer)
+            mlp[2 * i] = (FusedLinearReLU.from_linear(layer) if activation == "relu"
+                          else FusedLinear.from_linear(layer, activation, slope))
         mlp[len(mlp) - 1] = FusedLinear.from_linear(linears[-1])
         return mlp.train(seq.training)
 
@@ -168,8 +240,9 @@ def _load_layers_keys(module, state_dict, prefix, *args) -> None:
             state_dict[f"{prefix}{2 * int(index)}.{rest}"] = state_dict.pop(key)
 
 
-def _mlp_linears(seq) -> List[nn.Linear]:
-    """The Linear layers of ``nn.Sequential(Linear, ReLU, ..., Linear)``, checked."""
+def _mlp_linears(seq):
+    """The Linear layers of ``nn.Sequential(Linear, ReLU, ..., Linear)`` (or another
+    activation module, the same one throughout), checked, and (activation, slope)."""
     expected = "nn.Sequential(nn.Linear, nn.ReLU, ..., nn.Linear)"
     if not isinstance(seq, nn.Sequential):
         raise TypeError(f"from_sequential: seq must be an {expected}, got {type(seq).__name__}")
@@ -177,14 +250,21 @@ def _mlp_linears(seq) -> List[nn.Linear]:
     if len(modules) % 2 == 0:
         raise ValueError(f"from_sequential: seq must be an {expected} (an odd number of "
                          f"modules), got {len(modules)} modules")
+    activations = {_activation_of(module) for module in modules[1::2]}
     for i, module in enumerate(modules):
-        kind = nn.Linear if i % 2 == 0 else nn.ReLU
-        if type(module) is not kind:
-            raise ValueError(f"from_sequential: seq[{i}] must be an nn.{kind.__name__} "
+        if i % 2 == 0 and type(module) is not nn.Linear:
+            raise ValueError(f"from_sequential: seq[{i}] must be an nn.Linear "
                              f"(expected {expected}), got {type(module).__name__}")
+        if i % 2 == 1 and _activation_of(module) is None:
+            raise ValueError(f"from_sequential: seq[{i}] must be an activation module (nn.ReLU, "
+                             "nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh or "
+                             f"nn.Identity; expected {expected}), got {type(module).__name__}")
+    if len(activations) > 1:
+        raise ValueError("from_sequential: every hidden activation must be the same module "
+                         f"(FusedMLP has one activation), got {sorted(activations)}")
     linears = modules[::2]
     for i, (a, b) in enumerate(zip(linears, linears[1:])):
         if a.out_features != b.in_features:
             raise ValueError(f"from_sequential: seq[{2 * i}] has out_features={a.out_features} "
                              f"but seq[{2 * i + 2}] has in_features={b.in_features}")
-    return linears
+    return linears, (activations.pop() if activations else ("relu", 0.01))

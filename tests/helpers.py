@@ -228,19 +228,31 @@ def check_empty_dimensions(x_shape, w_shape, dtype, op, device="cpu"):
 
 # fusedmlp.fuse (test_fuse.py, test_fuse_models.py)
 
+def fused_activations(model):
+    """Path -> activation of every layer running a fused activation: FusedLinearReLU
+    ("relu") and FusedLinear with an activation (as fuse()'s report writes it)."""
+    found = {}
+    for name, m in model.named_modules():
+        if isinstance(m, fusedmlp.FusedLinearReLU):
+            found[name] = "relu"
+        elif isinstance(m, fusedmlp.FusedLinear) and m.activation != "identity":
+            found[name] = (f"leaky_relu(negative_slope={m.negative_slope:g})"
+                           if m.activation == "leaky_relu" else m.activation)
+    return found
+
+
 def fused_layer_names(model):
-    return sorted(name for name, m in model.named_modules()
-                  if isinstance(m, fusedmlp.FusedLinearReLU))
+    return sorted(fused_activations(model))
 
 
 def linear_names(model):
     return sorted(name for name, m in model.named_modules() if type(m) is nn.Linear)
 
 
-def assert_same_function(original, fused, *inputs):
+def assert_same_function(original, fused, *inputs, **tolerance):
     """Same outputs, and the same gradients for the inputs and for every parameter (by
-    name), within float32 rounding. Each model runs from the same RNG state, so Dropout
-    draws the same masks in both."""
+    name), within float32 rounding (or ``tolerance``: assert_close's rtol, atol). Each
+    model runs from the same RNG state, so Dropout draws the same masks in both."""
     def outputs_and_grads(model):
         xs = [x.clone().requires_grad_() for x in inputs]
         torch.manual_seed(2)
@@ -254,11 +266,11 @@ def assert_same_function(original, fused, *inputs):
 
     out, grads = outputs_and_grads(original)
     out_fused, grads_fused = outputs_and_grads(fused)
-    torch.testing.assert_close(out_fused, out)
+    torch.testing.assert_close(out_fused, out, **tolerance)
     assert grads_fused.keys() == grads.keys()
     for name, grad in grads.items():
         if grad is None:
             assert grads_fused[name] is None, f"{name} gets a gradient only when fused"
         else:
-            torch.testing.assert_close(grads_fused[name], grad,
+            torch.testing.assert_close(grads_fused[name], grad, **tolerance,
                                        msg=lambda m: f"grad of {name}: {m}")

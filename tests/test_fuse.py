@@ -10,7 +10,7 @@ from torch import fx, nn
 
 import fusedmlp
 from fusedmlp import FusedLinear, FusedLinearReLU
-from helpers import assert_same_function, fused_layer_names, linear_names
+from helpers import assert_same_function, fused_activations, fused_layer_names, linear_names
 
 
 def nested_sequential(dtype=torch.float32):
@@ -151,7 +151,7 @@ def test_relu_module_called_twice(inplace, route):
 def test_fuse_report_is_logged(caplog):
     with caplog.at_level(logging.INFO, logger="fusedmlp"):
         fusedmlp.fuse(ClassicNet())
-    assert "fused 1 Linear->ReLU pair(s): fc1" in caplog.text
+    assert "fused 1 Linear->activation pair(s): fc1 (relu)" in caplog.text
 
 
 class SharedLinear(nn.Module):
@@ -442,3 +442,289 @@ def test_plain_linear_on_an_untraceable_model():
     x = torch.randn(32, 8).abs()
     assert_same_function(model, fused, x)
     assert_same_function(model, fused, -x)
+
+
+# Activations other than ReLU (issue 12 part 5): modules, functions and Tensor methods, with
+# their arguments (GELU's approximate, LeakyReLU's negative_slope) read from the call.
+
+ACTIVATION_MODULES = [  # (module, what fuse() reports it fused)
+    (nn.ReLU(), "relu"), (nn.GELU(), "gelu"), (nn.GELU(approximate="tanh"), "gelu_tanh"),
+    (nn.SiLU(), "silu"), (nn.SiLU(inplace=True), "silu"),
+    (nn.LeakyReLU(), "leaky_relu(negative_slope=0.01)"),
+    (nn.LeakyReLU(0.2, inplace=True), "leaky_relu(negative_slope=0.2)"),
+    (nn.Sigmoid(), "sigmoid"), (nn.Tanh(), "tanh"),
+]
+FP64_TIGHT = dict(rtol=1e-12, atol=1e-12)
+
+
+def tolerance_for(dtype):
+    return FP64_TIGHT if dtype == torch.float64 else {}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("activation,expected", ACTIVATION_MODULES,
+                         ids=[name for _, name in ACTIVATION_MODULES])
+def test_sequential_activation_slots_become_identity(activation, expected, dtype):
+    model = nn.Sequential(nn.Linear(12, 16), copy.deepcopy(activation), nn.Linear(16, 8),
+                          copy.deepcopy(activation), nn.Linear(8, 3)).to(dtype)
+    fused = fusedmlp.fuse(model)
+    assert type(fused) is nn.Sequential and fused.fuse_report.route == "in place"
+    assert fused_activations(fused) == {"0": expected, "2": expected}
+    assert fused.fuse_report.activations == {"0": expected, "2": expected}
+    assert type(fused[1]) is nn.Identity and type(fused[3]) is nn.Identity
+    assert f"Linear->activation pair(s): 0 ({expected}), 2 ({expected})" in str(fused.fuse_report)
+    assert list(fused.state_dict()) == list(model.state_dict())
+    assert_same_function(model, fused, torch.randn(5, 12, dtype=dtype), **tolerance_for(dtype))
+
+
+# forward's activation call -> (what fuse() reports it fused, how it is spelled in the code
+# fx generates). Every non-ReLU call (and every in-place one) must leave forward: the graph
+# route.
+FUNCTIONAL_FORMS = {
+    "F.gelu(h)": (lambda h: F.gelu(h), "gelu", "gelu"),
+    "F.gelu(h, approximate='none')": (lambda h: F.gelu(h, approximate="none"), "gelu", "gelu"),
+    "F.gelu(h, approximate='tanh')":
+        (lambda h: F.gelu(h, approximate="tanh"), "gelu_tanh", "gelu"),
+    "F.silu(h)": (lambda h: F.silu(h), "silu", "silu"),
+    "F.silu(h, True)": (lambda h: F.silu(h, True), "silu", "silu"),
+    "F.silu(h, inplace=True)": (lambda h: F.silu(h, inplace=True), "silu", "silu"),
+    "F.leaky_relu(h)":
+        (lambda h: F.leaky_relu(h), "leaky_relu(negative_slope=0.01)", "leaky_relu"),
+    "F.leaky_relu(h, 0.2)":
+        (lambda h: F.leaky_relu(h, 0.2), "leaky_relu(negative_slope=0.2)", "leaky_relu"),
+    "F.leaky_relu(h, negative_slope=-0.5)": (lambda h: F.leaky_relu(h, negative_slope=-0.5),
+                                             "leaky_relu(negative_slope=-0.5)", "leaky_relu"),
+    "F.leaky_relu(h, 0.3, True)":
+        (lambda h: F.leaky_relu(h, 0.3, True), "leaky_relu(negative_slope=0.3)", "leaky_relu"),
+    "F.leaky_relu_(h, 0.1)":
+        (lambda h: F.leaky_relu_(h, 0.1), "leaky_relu(negative_slope=0.1)", "leaky_relu"),
+    "torch.sigmoid(h)": (lambda h: torch.sigmoid(h), "sigmoid", "sigmoid"),
+    "F.sigmoid(h)": (lambda h: F.sigmoid(h), "sigmoid", "sigmoid"),
+    "h.sigmoid()": (lambda h: h.sigmoid(), "sigmoid", "sigmoid"),
+    "h.sigmoid_()": (lambda h: h.sigmoid_(), "sigmoid", "sigmoid"),
+    "torch.sigmoid_(h)": (lambda h: torch.sigmoid_(h), "sigmoid", "sigmoid"),
+    "torch.special.expit(h)": (lambda h: torch.special.expit(h), "sigmoid", "expit"),
+    "torch.tanh(h)": (lambda h: torch.tanh(h), "tanh", "tanh"),
+    "F.tanh(h)": (lambda h: F.tanh(h), "tanh", "tanh"),
+    "h.tanh()": (lambda h: h.tanh(), "tanh", "tanh"),
+    "h.tanh_()": (lambda h: h.tanh_(), "tanh", "tanh"),
+    "torch.tanh_(h)": (lambda h: torch.tanh_(h), "tanh", "tanh"),
+    "h.relu_()": (lambda h: h.relu_(), "relu", "relu"),
+}
+
+
+class FunctionalActivation(nn.Module):
+    """fc1 -> the activation written as ``form`` in forward -> fc2, plus state forward does
+    not use (a buffer, a plain attribute) that the graph route must carry over."""
+
+    def __init__(self, form):
+        super().__init__()
+        self.fc1 = nn.Linear(8, 16)
+        self.fc2 = nn.Linear(16, 4)
+        self.form = form
+        self.register_buffer("unused", torch.ones(2))
+
+    def forward(self, x):
+        return self.fc2(FUNCTIONAL_FORMS[self.form][0](self.fc1(x)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("form", list(FUNCTIONAL_FORMS))
+def test_activation_call_in_forward_is_fused_and_removed_from_the_graph(form, dtype):
+    _, expected, spelled = FUNCTIONAL_FORMS[form]
+    model = FunctionalActivation(form).to(dtype)
+    fused = fusedmlp.fuse(model)
+    report = fused.fuse_report
+    assert (report.fused, report.activations) == (["fc1"], {"fc1": expected})
+    assert (report.route, report.skipped, report.activation_kept) == ("graph", {}, [])
+    assert isinstance(fused, fx.GraphModule) and spelled not in fused.code
+    assert fused_activations(fused) == {"fc1": expected} and linear_names(fused) == ["fc2"]
+    assert fused.form == form and list(fused.state_dict()) == list(model.state_dict())
+    assert_same_function(model, fused, torch.randn(6, 8, dtype=dtype), **tolerance_for(dtype))
+
+
+class SharedActivationModule(nn.Module):
+    """One nn.GELU after two Linear layers: it cannot become nn.Identity, and GELU is not
+    idempotent, so both of its calls leave the graph."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+        self.act = nn.GELU(approximate="tanh")
+
+    def forward(self, x):
+        return self.act(self.fc2(self.act(self.fc1(x)))) + self.act(x).sum()
+
+
+def test_shared_gelu_module_is_removed_from_the_graph_where_fused():
+    model = SharedActivationModule()
+    fused = fusedmlp.fuse(model)
+    report = fused.fuse_report
+    assert report.activations == {"fc1": "gelu_tanh", "fc2": "gelu_tanh"}
+    assert report.route == "graph" and type(fused.act) is nn.GELU
+    assert fused.code.count("self.act(") == 1  # the call on x, which no Linear feeds
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+class ReluCallAndGeluCall(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(8, 16), nn.Linear(16, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc3(F.gelu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def test_a_gelu_call_takes_the_graph_route_and_the_relu_call_leaves_too():
+    model = ReluCallAndGeluCall()
+    fused = fusedmlp.fuse(model)
+    assert fused.fuse_report.activations == {"fc1": "relu", "fc2": "gelu"}
+    assert fused.fuse_report.route == "graph" and fused.fuse_report.activation_kept == []
+    assert "relu" not in fused.code and "gelu" not in fused.code
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+class NotHonourable(nn.Module):
+    """Activation calls fuse() cannot fold into fc1, each for its own reason."""
+
+    def __init__(self, case):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+        self.slope = nn.Parameter(torch.tensor(0.3))
+        self.register_buffer("out_buffer", torch.empty(5, 16))
+        self.case = case
+
+    def forward(self, x):
+        h = self.fc1(x)
+        if self.case == "slope computed in forward":
+            h = F.leaky_relu(h, self.slope.item())
+        elif self.case == "dtype cast":
+            h = torch.sigmoid(h.float())
+        elif self.case == "unknown approximate":
+            h = F.gelu(h, approximate="exact")
+        elif self.case == "out=":
+            h = torch.sigmoid(h, out=self.out_buffer)
+        return self.fc2(h)
+
+
+@pytest.mark.parametrize("case,reason", [
+    ("slope computed in forward",
+     "its LeakyReLU takes a negative_slope computed in forward, not a constant"),
+    ("dtype cast", "its output is cast (.float()) before its Sigmoid, a cast a fused layer "
+                   "would skip"),
+    ("unknown approximate", "its GELU takes approximate='exact', for which fusedmlp has no "
+                            "kernel (it has 'none' and 'tanh')"),
+    ("out=", "its Sigmoid passes out=, which the fused layer cannot honour"),
+])
+def test_activation_arguments_fuse_cannot_honour_leave_the_linear(case, reason):
+    model = NotHonourable(case)
+    fused = fusedmlp.fuse(model)
+    assert type(fused) is NotHonourable and fused_layer_names(fused) == []
+    assert fused.fuse_report.skipped == {"fc1": reason}
+    assert f"left fc1: {reason}" in str(fused.fuse_report)
+    x = torch.randn(5, 8)
+    if case == "unknown approximate":  # torch itself rejects it when forward runs
+        with pytest.raises(RuntimeError, match="approximate"):
+            fused(x)
+    elif case == "out=":  # out= does not support autograd: compare outputs only
+        with torch.no_grad():
+            torch.testing.assert_close(fused(x), model(x))
+    else:
+        assert_same_function(model, fused, x)
+
+
+def test_untraceable_model_fuses_any_activation_slot():
+    model = DataDependent()
+    model.body[1] = nn.SiLU()
+    model.body[2][1] = nn.LeakyReLU(0.25)
+    with pytest.warns(UserWarning, match=r"fused only nn.Linear -> activation module slots .*"
+                                         r"\(body.0, body.2.0\)"):
+        fused = fusedmlp.fuse(model)
+    assert fused.fuse_report.activations == {"body.0": "silu",
+                                             "body.2.0": "leaky_relu(negative_slope=0.25)"}
+    assert type(fused.body[1]) is nn.Identity and type(fused.body[2][1]) is nn.Identity
+    x = torch.randn(32, 8).abs()
+    assert_same_function(model, fused, x)
+    assert_same_function(model, fused, -x)
+
+
+class Swish(nn.Module):
+    """A user's activation class: one call of a supported activation, nothing else."""
+
+    def forward(self, x):
+        return F.silu(x)
+
+
+class ModeDependentActivation(nn.Module):
+    """Its call depends on train/eval mode: not one activation."""
+
+    def forward(self, x):
+        return F.gelu(x) if self.training else torch.tanh(x)
+
+
+class WrapperModel(nn.Module):
+    def __init__(self, act, shared=False):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 4)
+        self.act, self.shared = act, shared
+
+    def forward(self, x):
+        h = self.act(self.fc1(x))
+        return self.fc2(h) + (self.act(x).sum() if self.shared else 0)
+
+
+def test_a_module_wrapping_one_activation_call_becomes_identity_in_place():
+    model = WrapperModel(Swish())
+    fused = fusedmlp.fuse(model)
+    assert type(fused) is WrapperModel and type(fused.act) is nn.Identity
+    assert fused.fuse_report.activations == {"fc1": "silu"}
+    assert fused.fuse_report.route == "in place"
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+def test_a_wrapper_module_called_twice_stays_and_leaves_the_graph_where_fused():
+    model = WrapperModel(Swish(), shared=True)
+    fused = fusedmlp.fuse(model)
+    assert fused.fuse_report.route == "graph" and type(fused.act) is Swish
+    assert fused.code.count("self.act(") == 1
+    assert_same_function(model, fused, torch.randn(5, 8))
+
+
+def test_a_wrapper_whose_call_depends_on_train_mode_is_not_an_activation():
+    model = WrapperModel(ModeDependentActivation())
+    with pytest.warns(UserWarning, match="differs between train and eval mode"):
+        fused = fusedmlp.fuse(model)
+    assert fused_layer_names(fused) == [] and type(fused.act) is ModeDependentActivation
+    for mode in (True, False):
+        model.train(mode), fused.train(mode)
+        assert_same_function(model, fused, torch.randn(5, 8))
+
+
+def test_gelu_module_with_an_unknown_approximate_is_left_with_its_reason():
+    model = nn.Sequential(nn.Linear(8, 8), nn.GELU(approximate="exact"), nn.Linear(8, 2))
+    fused = fusedmlp.fuse(model)
+    assert fused_layer_names(fused) == [] and type(fused[1]) is nn.GELU
+    assert fused.fuse_report.skipped == {
+        "0": "its GELU takes approximate='exact', for which fusedmlp has no kernel (it has "
+             "'none' and 'tanh')"}
+
+
+@pytest.mark.parametrize("activation,expected", ACTIVATION_MODULES,
+                         ids=[name for _, name in ACTIVATION_MODULES])
+def test_second_derivatives_of_a_fused_model_equal_the_original(activation, expected):
+    """Physics-informed losses differentiate d(output)/d(input) again: the fused model's
+    double backward (through the fused layer's own ops) gives the original's, in fp64."""
+    model = nn.Sequential(nn.Linear(3, 17), copy.deepcopy(activation), nn.Linear(17, 1)).double()
+    fused = fusedmlp.fuse(model)
+    assert fused.fuse_report.activations == {"0": expected}
+
+    def input_grad_and_its_grads(m):
+        x = torch.randn(9, 3, dtype=torch.float64,
+                        generator=torch.Generator().manual_seed(1)).requires_grad_()
+        grad_x, = torch.autograd.grad(m(x).sum(), x, create_graph=True)
+        inputs = [x, *m.parameters()]
+        grads = torch.autograd.grad(grad_x.square().sum(), inputs, allow_unused=True)
+        return [grad_x] + [torch.zeros_like(t) if g is None else g for g, t in zip(grads, inputs)]
+
+    for actual, wanted in zip(input_grad_and_its_grads(fused), input_grad_and_its_grads(model)):
+        torch.testing.assert_close(actual, wanted, **FP64_TIGHT)

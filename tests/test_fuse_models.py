@@ -7,15 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from timm.layers import Mlp
+from timm.layers import Mlp, get_act_layer
 from timm.models import create_model
 from timm.models.mlp_mixer import MlpMixer
 from torch import fx, nn
 
 import fusedmlp
-from fusedmlp import FusedLinearReLU
+from fusedmlp import FusedLinear, FusedLinearReLU
+from fusedmlp.fuse import _activation_modules
 from fusedmlp.train import ClassicNet
-from helpers import assert_same_function, fused_layer_names
+from helpers import assert_same_function, fused_activations, fused_layer_names
 
 
 def assert_same_state_dict(original, fused):
@@ -31,17 +32,20 @@ def assert_same_state_dict(original, fused):
 
 def assert_same_structure(original, fused):
     """The same class and the same named_modules() paths; each module keeps its type,
-    except that fused Linear layers are FusedLinearReLU and the activation modules fused
-    into them are nn.Identity."""
+    except that fused Linear layers are FusedLinearReLU (ReLU) or FusedLinear (any other
+    activation) and the activation modules fused into them are nn.Identity."""
     assert type(fused) is type(original)
     before, after = dict(original.named_modules()), dict(fused.named_modules())
     assert list(after) == list(before)
     fused_names = set(fused.fuse_report.fused)
+    activation_modules = _activation_modules(original)
     for name, module in before.items():
         if name in fused_names:
-            assert type(after[name]) is FusedLinearReLU, name
+            expected = (FusedLinearReLU if fused.fuse_report.activations[name] == "relu"
+                        else FusedLinear)
+            assert type(after[name]) is expected, name
         elif type(after[name]) is not type(module):
-            assert isinstance(module, nn.ReLU) and type(after[name]) is nn.Identity, name
+            assert id(module) in activation_modules and type(after[name]) is nn.Identity, name
 
 
 # torchvision.ops.MLP subclasses nn.Sequential and keeps its forward.
@@ -66,6 +70,28 @@ def test_torchvision_mlp_stays_an_mlp(kwargs):
     assert fused(torch.randn(3, 16)).shape == (3, 2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("activation_layer,expected", [
+    (nn.ReLU, "relu"), (nn.GELU, "gelu"), (nn.SiLU, "silu"),
+    (nn.LeakyReLU, "leaky_relu(negative_slope=0.01)"), (nn.Sigmoid, "sigmoid"),
+    (nn.Tanh, "tanh"),
+], ids=["ReLU", "GELU", "SiLU", "LeakyReLU", "Sigmoid", "Tanh"])
+def test_torchvision_mlp_with_each_activation_layer(activation_layer, expected, dtype):
+    torch.manual_seed(0)
+    model = torchvision.ops.MLP(16, [32, 24, 8], activation_layer=activation_layer).to(dtype)
+    fused = fusedmlp.fuse(model)
+    assert type(fused) is torchvision.ops.MLP
+    assert [type(m) for m in fused][:3] == [FusedLinearReLU if expected == "relu"
+                                            else FusedLinear, nn.Identity, nn.Dropout]
+    report = fused.fuse_report
+    assert report.activations == {"0": expected, "3": expected} == fused_activations(fused)
+    assert (report.route, report.skipped) == ("in place", {})
+    assert_same_structure(model, fused)
+    assert_same_state_dict(model, fused)
+    tight = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else {}
+    assert_same_function(model, fused, torch.randn(5, 16, dtype=dtype), **tight)
+
+
 class FlattenThenHead(nn.Module):
     """A common wrapper fx cannot trace (its ``if`` reads a tensor's dim at run time)."""
 
@@ -87,7 +113,8 @@ def test_torchvision_mlp_inside_an_untraceable_model_is_fused_with_true_reasons(
     report = fused.fuse_report
     assert (report.fused, report.route, report.traced) == (["head.0"], "untraced", False)
     assert report.skipped == {"head.3": "fx could not trace forward, and the next module of "
-                                        "its MLP is Dropout, not ReLU"}
+                                        "its MLP is Dropout, not an activation "
+                                        "fusedmlp fuses"}
     assert_same_structure(model, fused)
     assert_same_state_dict(model, fused)
     assert_same_function(model, fused, torch.randn(3, 4, 4))
@@ -100,6 +127,38 @@ def test_timm_mlp_keeps_its_class_and_its_act_path():
     fused = fusedmlp.fuse(model)
     assert type(fused.fc1) is FusedLinearReLU and type(fused.act) is nn.Identity
     assert fused.fuse_report.fused == ["fc1"] and fused.fuse_report.activation_kept == []
+    assert_same_structure(model, fused)
+    assert_same_state_dict(model, fused)
+    assert_same_function(model, fused, torch.randn(2, 5, 16))
+
+
+def test_timm_mlp_with_its_default_gelu():
+    model = Mlp(16, 32, 8)
+    assert type(model.act) is nn.GELU  # timm's default act_layer
+    fused = fusedmlp.fuse(model)
+    assert type(fused.fc1) is FusedLinear and fused.fc1.activation == "gelu"
+    assert type(fused.act) is nn.Identity
+    report = fused.fuse_report
+    assert (report.activations, report.route) == ({"fc1": "gelu"}, "in place")
+    assert "fused 1 Linear->activation pair(s): fc1 (gelu)" in str(report)
+    assert_same_structure(model, fused)
+    assert_same_state_dict(model, fused)
+    assert_same_function(model, fused, torch.randn(2, 5, 16))
+
+
+@pytest.mark.parametrize("act_layer,expected", [
+    ("gelu", "gelu"), ("gelu_tanh", "gelu_tanh"), ("sigmoid", "sigmoid"), ("tanh", "tanh"),
+])
+def test_timm_mlp_with_timms_own_activation_classes(act_layer, expected):
+    """act_layer="gelu" builds timm.layers.activations.GELU, a module that only calls
+    F.gelu: fuse() treats it as an activation module (nn.Identity in place), instead of
+    letting fx inline the call, which would take the graph route."""
+    model = Mlp(16, 32, 8, act_layer=get_act_layer(act_layer))
+    assert type(model.act).__module__ == "timm.layers.activations"
+    fused = fusedmlp.fuse(model)
+    report = fused.fuse_report
+    assert (report.activations, report.route) == ({"fc1": expected}, "in place")
+    assert type(fused.act) is nn.Identity
     assert_same_structure(model, fused)
     assert_same_state_dict(model, fused)
     assert_same_function(model, fused, torch.randn(2, 5, 16))
@@ -128,11 +187,14 @@ def test_timm_mixer_with_relu_keeps_containers_methods_and_attributes():
     assert fused(x).shape == (2, 3)
 
 
-def test_timm_vit_has_no_relu_pair_and_is_returned_unchanged_in_kind():
+def test_timm_vit_gets_its_mlp_gelu_fused_in_place():
     torch.manual_seed(0)
-    model = create_model("vit_tiny_patch16_224", depth=1, img_size=32, num_classes=5)
+    model = create_model("vit_tiny_patch16_224", depth=2, img_size=32, num_classes=5)
     fused = fusedmlp.fuse(model)
-    assert fused.fuse_report.fused == [] and fused.fuse_report.skipped == {}
+    report = fused.fuse_report
+    assert report.activations == {"blocks.0.mlp.fc1": "gelu", "blocks.1.mlp.fc1": "gelu"}
+    assert report.route == "in place" and report.skipped == {}
+    assert type(fused.blocks[1].mlp.act) is nn.Identity
     assert_same_structure(model, fused)
     assert_same_state_dict(model, fused)
     assert_same_function(model, fused, torch.randn(2, 3, 32, 32))

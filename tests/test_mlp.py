@@ -99,7 +99,10 @@ def test_from_sequential_draws_no_random_numbers():
 @pytest.mark.parametrize("seq,error,match", [
     (nn.Linear(3, 2), TypeError, "seq must be an nn.Sequential"),
     (nn.Sequential(nn.Linear(3, 2), nn.ReLU()), ValueError, "an odd number of modules"),
-    (nn.Sequential(nn.Linear(3, 2), nn.Tanh(), nn.Linear(2, 1)), ValueError, r"seq\[1\] must be an nn.ReLU"),
+    (nn.Sequential(nn.Linear(3, 2), nn.Dropout(), nn.Linear(2, 1)), ValueError,
+     r"seq\[1\] must be an activation module"),
+    (nn.Sequential(nn.Linear(3, 2), nn.Tanh(), nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 1)),
+     ValueError, "every hidden activation must be the same"),
     (nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.ReLU()), ValueError, r"seq\[2\] must be an nn.Linear"),
     (nn.Sequential(nn.Linear(3, 2), nn.ReLU(), nn.Linear(4, 1)), ValueError,
      r"seq\[0\] has out_features=2 but seq\[2\] has in_features=4"),

@@ -151,7 +151,8 @@ def test_fused_and_plain_training_losses_match():
 def test_default_run_reaches_90_percent_and_losses_agree(capsys):
     assert train.main([]) == 0
     out = capsys.readouterr().out
-    assert "fusedmlp.fuse: fused 1 Linear->ReLU pair(s): fc1\nran 1 Linear layer(s) on FusedLinear: fc2" in out
+    assert ("fusedmlp.fuse: fused 1 Linear->activation pair(s): fc1 (relu)\n"
+            "ran 1 Linear layer(s) on FusedLinear: fc2") in out
     rows = [line.split("|") for line in out.splitlines() if re.match(r"^\s+\d+ \|", line)]
     assert [int(row[0]) for row in rows] == list(range(1, 11))
     for row in rows:
@@ -170,7 +171,7 @@ def test_command_smoke_run_with_plot(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert FINAL_LINE.match(lines[-1]), lines[-1]
-    assert "fusedmlp.fuse: fused 1 Linear->ReLU pair(s): fc1\n" in result.stdout
+    assert "fusedmlp.fuse: fused 1 Linear->activation pair(s): fc1 (relu)\n" in result.stdout
     assert "FusedLinear" not in result.stdout  # --keep-fc2
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

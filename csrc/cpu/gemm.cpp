@@ -20,6 +20,7 @@
 
 #include "cpu/isa.h"
 #include "cpu/pack.h"
+#include "cpu/vec_activation.h"
 
 namespace fusedmlp::cpu {
 namespace {
@@ -114,6 +115,12 @@ Blocking choose_blocking(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_
   return b;
 }
 
+// The epilogue of the tile (or block) of C at (i, j).
+template <typename T>
+TileEpilogue<T> tile_epilogue(const GemmProblem<T>& pb, int64_t i, int64_t j) {
+  return {pb.act, pb.slope, pb.c_pre ? pb.c_pre + i * pb.n + j : nullptr};
+}
+
 // Whether the micro-kernel reads B's NR-column panels in place instead of packed: B must
 // be row-major, and its rows an odd number of 64-byte lines apart, so that the KC rows of a
 // panel spread over every L1 set (a row stride of 4 KiB, N = 1024 fp32, would put them
@@ -134,7 +141,7 @@ void run_packed(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocki
   const int64_t j0 = jb * blk.nc, nc = std::min(blk.nc, pb.n - j0);
   // A is read in place when it is K-contiguous and needs no mask or row sums (the forward
   // pass: x is row-major); otherwise it is packed into MR-row panels.
-  const bool pack_a = pb.a.col_stride != 1 || pb.a_mask.data || pb.a_row_sums;
+  const bool pack_a = pb.a.col_stride != 1 || pb.a_saved.data || pb.a_row_sums;
   T* a_packed = pack_a ? scratch<T>(0, blk.mc * blk.kc) : nullptr;
   T* b_packed = scratch<T>(1, blk.kc * blk.nc);
   // Row sums of A are taken once per row: by the runs of the first column block.
@@ -164,7 +171,8 @@ void run_packed(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocki
                  pb.c + (i0 + ir) * pb.n + j0 + jr, pb.n,
                  static_cast<int>(std::min<int64_t>(uk.mr, mc - ir)),
                  static_cast<int>(std::min<int64_t>(uk.nr, nc - jr)),
-                 bias_padded ? bias_padded + j0 + jr : nullptr, !first, pb.relu && last);
+                 bias_padded ? bias_padded + j0 + jr : nullptr, !first,
+                 last ? tile_epilogue(pb, i0 + ir, j0 + jr) : TileEpilogue<T>{});
         }
       }
     }
@@ -172,9 +180,9 @@ void run_packed(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocki
   } while (p0 < pb.k);
 }
 
-// The same blocks on the dot-product path (A and B^T both K-contiguous, nothing to mask
+// The same blocks on the dot-product path (A and B^T both K-contiguous, nothing to derive
 // or sum): tiles are read in place, B rows walked 4 at a time with the A block streamed
-// past them.
+// past them; the activation is applied to each finished block.
 template <typename T>
 void run_dot(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking& blk,
              const T* bias_padded, int64_t jb, int64_t ib_begin, int64_t ib_end) {
@@ -193,11 +201,15 @@ void run_dot(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking&
           uk.dot(kc, &pb.a.data[(i0 + ir) * pb.a.row_stride + p0], pb.a.row_stride, b,
                  bt.row_stride, pb.c + (i0 + ir) * pb.n + j0 + jr, pb.n,
                  static_cast<int>(std::min<int64_t>(uk.dot_mr, mc - ir)), n_valid,
-                 bias_padded ? bias_padded + j0 + jr : nullptr, !first, pb.relu && last);
+                 bias_padded ? bias_padded + j0 + jr : nullptr, !first);
         }
       }
       p0 += kc;
     } while (p0 < pb.k);
+    // The epilogue on the finished block, while it is still in cache.
+    if (pb.act != Activation::identity || pb.c_pre)
+      uk.activate(pb.c + i0 * pb.n + j0, pb.n, static_cast<int>(mc), static_cast<int>(nc),
+                  tile_epilogue(pb, i0, j0));
   }
 }
 
@@ -207,7 +219,7 @@ template <typename T>
 void gemm(const GemmProblem<T>& pb) {
   if (pb.m == 0) return;
   if (pb.n == 0) {  // no C to compute, but the row sums of A may still be wanted
-    if (pb.a_row_sums) masked_row_sums(pb.m, pb.k, pb.a, pb.a_mask, pb.a_row_sums);
+    if (pb.a_row_sums) derived_row_sums(pb);
     return;
   }
   const MicroKernel<T> uk = active_microkernel<T>();
@@ -218,7 +230,7 @@ void gemm(const GemmProblem<T>& pb) {
   // fast or faster (2048^3: 146 vs 121 GF/s on 2 threads, NOTES.md). Everything else
   // (strided operands, the masked backward GEMMs) goes through packed panels.
   const bool dot = uk.dot && pb.a.col_stride == 1 && pb.b.row_stride == 1 &&
-                   !pb.a_mask.data && !pb.a_row_sums && pb.m <= kDotMaxRows;
+                   !pb.a_saved.data && !pb.a_row_sums && pb.m <= kDotMaxRows;
   // Threads only for work that outweighs waking them: a tiny GEMM (an MLP's 128 -> 10
   // layer) runs faster on the calling thread, and does not wait on a descheduled worker.
   const int64_t threads = std::clamp<int64_t>(pb.m * pb.n * pb.k / kMinWorkPerThread, 1,
@@ -278,20 +290,25 @@ double fma_peak_gflops() {
 }
 
 template <typename T>
-void masked_row_sums(int64_t m, int64_t k, StridedMatrix<T> a, StridedMatrix<T> a_mask, T* out) {
-  at::parallel_for(0, m, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      T sum = T(0);  // same order as the sums taken while packing: one row, k ascending
-      for (int64_t c = 0; c < k; ++c)
-        if (!a_mask.data || keep(a_mask(r, c))) sum += a(r, c);
-      out[r] = sum;
-    }
+void derived_row_sums(const GemmProblem<T>& pb) {
+  const Activation act = pb.a_saved.data ? pb.a_act : Activation::identity;
+  visit_activation(act, [&](auto a) {
+    using A = decltype(a);
+    at::parallel_for(0, pb.m, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t r = begin; r < end; ++r) {
+        T sum = T(0);  // same order as the sums taken while packing: one row, k ascending
+        for (int64_t c = 0; c < pb.k; ++c)
+          sum += pb.a_saved.data ? grad_scalar<A>(pb.a(r, c), pb.a_saved(r, c), pb.slope)
+                                 : pb.a(r, c);
+        pb.a_row_sums[r] = sum;
+      }
+    });
   });
 }
 
 template void gemm<float>(const GemmProblem<float>&);
 template void gemm<double>(const GemmProblem<double>&);
-template void masked_row_sums<float>(int64_t, int64_t, StridedMatrix<float>, StridedMatrix<float>, float*);
-template void masked_row_sums<double>(int64_t, int64_t, StridedMatrix<double>, StridedMatrix<double>, double*);
+template void derived_row_sums<float>(const GemmProblem<float>&);
+template void derived_row_sums<double>(const GemmProblem<double>&);
 
 }  // namespace fusedmlp::cpu

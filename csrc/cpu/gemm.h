@@ -1,9 +1,13 @@
 // The blocked GEMM behind every CPU kernel: C = epilogue(bias + A · B), written once.
 // Goto/BLIS structure: A and B are packed into panels sized for the caches, and a
 // register micro-kernel (picked per ISA at run time, see isa.h) computes MR x NR tiles.
+// GemmProblem<T> is the typed form of fusedmlp::GemmProblem (gemm_problem.h) that the
+// packing reads: B as the k x n matrix Bᵀ (backend_cpu.cpp converts).
 #pragma once
 
 #include <cstdint>
+
+#include "activation.h"
 
 namespace fusedmlp::cpu {
 
@@ -27,11 +31,16 @@ struct GemmProblem {
   T* c = nullptr;          // m x n, row-major, contiguous; only written
   const T* bias = nullptr; // n values (stride bias_stride) the accumulators start from; null: 0
   int64_t bias_stride = 1;
-  bool relu = false;       // apply max(0, v), keeping NaN, before the single store of C
-  // If a_mask.data is set, A(r, c) counts only where a_mask(r, c) > 0 (the ReLU mask of
-  // the backward pass, applied while A is packed: the masked A is never written out).
-  StridedMatrix<T> a_mask;
-  // If set, receives the m row sums of the (masked) A, accumulated while A is packed.
+  // Epilogue before the single store of C: C = act(v); c_pre (m x n like C) receives v.
+  Activation act = Activation::identity;
+  T slope = T(0);  // leaky_relu's negative slope, for act and a_act
+  T* c_pre = nullptr;
+  // If a_saved.data is set, A(r, c) is multiplied by the derivative of a_act read from
+  // a_saved(r, c) (activation.h's grad: the backward pass, applied while A is packed; the
+  // derived A is never written out).
+  StridedMatrix<T> a_saved;
+  Activation a_act = Activation::identity;
+  // If set, receives the m row sums of the (derived) A, accumulated while A is packed.
   T* a_row_sums = nullptr;
 };
 
@@ -43,8 +52,9 @@ void gemm(const GemmProblem<T>& problem);
 // benchmark's ceilings and "% of FMA peak" columns are taken against it.
 double fma_peak_gflops();
 
-// out[r] = sum over c of A(r, c) (masked as in GemmProblem), for when no GEMM runs.
+// pb.a_row_sums[r] = sum over c of A(r, c) (derived as in GemmProblem), for when no GEMM
+// runs.
 template <typename T>
-void masked_row_sums(int64_t m, int64_t k, StridedMatrix<T> a, StridedMatrix<T> a_mask, T* out);
+void derived_row_sums(const GemmProblem<T>& pb);
 
 }  // namespace fusedmlp::cpu

@@ -8,6 +8,8 @@
 
 #include <cstdint>
 
+#include "activation.h"
+
 namespace fusedmlp::cpu {
 
 // Columns of C per dot-product tile (rows of B), for every ISA.
@@ -17,6 +19,26 @@ constexpr int kDotNR = 4;
 // Which ones a machine can run is isa_supported(), never a comparison of these values.
 enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2, neon = 3 };
 
+// The forward epilogue of a tile, applied once, on its last K block: C = act(v), and
+// v itself stored at `pre` (same row stride as C) when pre is set. Plain aggregates
+// (no member initialisers, so no inline constructor; value-initialise with {}).
+template <typename T>
+struct TileEpilogue {
+  Activation act;
+  T slope;
+  T* pre;
+};
+
+// The backward's A load step: A'(i, p) = A(i, p) * act'(saved(i, p)) (activation.h's
+// grad); saved == nullptr leaves A as it is.
+template <typename T>
+struct SavedOperand {
+  const T* data;
+  int64_t ld;
+  Activation act;
+  T slope;
+};
+
 // Computes one MR x NR tile of C:
 //   C[0:m_valid, 0:n_valid] = epilogue(init + A_panel · B_panel)
 // A(i, p) = a[i * a_row_stride + p * a_k_stride]: a packed panel (strides 1, MR) or, when
@@ -24,14 +46,15 @@ enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2, neon = 3 };
 // b: kc x NR, b[p * ldb + j]: a packed panel (ldb = NR, zero padded) or, for a full
 // panel of a row-major B, B itself (ldb = its row stride).
 // init is the tile of C itself when `accumulate` (a later K block), else `bias` (NR
-// values, zero padded; may be null for zero). `relu` applies max(0, v) keeping NaN.
+// values, zero padded; may be null for zero). `epilogue` (the last K block only) applies
+// the activation and stores the pre-activation; pre points at the tile like c.
 template <typename T>
 struct MicroKernel {
   int mr;
   int nr;
   void (*run)(int64_t kc, const T* a, int64_t a_row_stride, int64_t a_k_stride, const T* b,
               int64_t ldb, T* c, int64_t ldc, int m_valid, int n_valid, const T* bias,
-              bool accumulate, bool relu);
+              bool accumulate, TileEpilogue<T> epilogue);
   // Packing helper for B = W^T: transposes a tile x tile block,
   // dst[p * dst_ld + j] = src[j * src_ld + p]. Null (tile 0) where plain C++ does as well.
   int transpose_tile;
@@ -39,21 +62,24 @@ struct MicroKernel {
   // The dot-product kernel for C = A · B^T when A (m x k) and B (n x k) are both
   // K-contiguous, as x and W are in the forward pass: one dot_mr x kDotNR tile of C from
   // A rows a[i * lda + p] and B rows b[j * ldb + p], nothing packed. Same init/epilogue
-  // contract as `run` (bias: n_valid values).
+  // contract as `run` (bias: n_valid values) but no activation: `activate` applies it to
+  // the finished block.
   // Packs `rows` (<= mr) rows of a row-major A into one MR-row panel, k-major, rows past
-  // `rows` zero: dst[p * mr + i] = A(i, p), or 0 where mask(i, p) <= 0 when mask is given
-  // (the ReLU mask of grad_y in grad_x = g · W). Null where the portable loop is used.
-  void (*pack_rows)(const T* a, int64_t lda, const T* mask, int64_t ldm, int rows, int64_t kc,
+  // `rows` zero: dst[p * mr + i] = A'(i, p), A' = A times the activation derivative from
+  // saved(i, p) = saved.data[i * saved.ld + p] when saved.data is set (grad_y in
+  // grad_x = g · W). Null where the portable loop is used.
+  void (*pack_rows)(const T* a, int64_t lda, SavedOperand<T> saved, int rows, int64_t kc,
                     T* dst);
-  // The same for a column-major A (A(i, p) = a[p * lda + i], as g^T in grad_w = g^T · x),
-  // also adding each row's (masked) values to sums[i] in ascending p, as the portable
-  // loop does: the same grad_b bits either way.
-  void (*pack_cols)(const T* a, int64_t lda, const T* mask, int64_t ldm, int rows, int64_t kc,
+  // The same for a column-major A (A(i, p) = a[p * lda + i], saved.data[p * saved.ld + i],
+  // as g^T in grad_w = g^T · x), also adding each row's values to sums[i] in ascending p.
+  void (*pack_cols)(const T* a, int64_t lda, SavedOperand<T> saved, int rows, int64_t kc,
                     T* dst, T* sums);
   int dot_mr;
   void (*dot)(int64_t kc, const T* a, int64_t lda, const T* b, int64_t ldb, T* c,
-              int64_t ldc, int m_valid, int n_valid, const T* bias, bool accumulate,
-              bool relu);
+              int64_t ldc, int m_valid, int n_valid, const T* bias, bool accumulate);
+  // The forward epilogue on a finished rows x cols block of C (row stride ldc) in place:
+  // the dot-product path's, which applies it once per block rather than per 4-column tile.
+  void (*activate)(T* c, int64_t ldc, int rows, int cols, TileEpilogue<T> epilogue);
   // Runs `rounds` of 12 independent vector FMA chains; returns the flops done.
   double (*fma_probe)(int64_t rounds);
 };

@@ -16,8 +16,12 @@ inline __m256i lanes64(int n) {
   return _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
 }
 
+struct F64x4;
+
 struct F32x8 {
   using T = float;
+  using Mask = __m256;
+  using Wide = F64x4;
   using Reg = __m256;
   static constexpr int width = 8;
   static Reg zero() { return _mm256_setzero_ps(); }
@@ -27,8 +31,20 @@ struct F32x8 {
   static void store_partial(T* p, Reg v, int n) { _mm256_maskstore_ps(p, lanes32(n), v); }
   static Reg broadcast(const T* p) { return _mm256_broadcast_ss(p); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
-  // vmaxps returns its second operand when either is NaN: NaN passes through, as in torch.relu.
-  static Reg relu(Reg v) { return _mm256_max_ps(_mm256_setzero_ps(), v); }
+  static Reg set1(T v) { return _mm256_set1_ps(v); }
+  static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm256_sub_ps(a, b); }
+  static Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
+  static Reg div(Reg a, Reg b) { return _mm256_div_ps(a, b); }
+  static Reg min(Reg a, Reg b) { return _mm256_min_ps(a, b); }
+  static Reg max(Reg a, Reg b) { return _mm256_max_ps(a, b); }
+  static Mask le(Reg a, Reg b) { return _mm256_cmp_ps(a, b, _CMP_LE_OQ); }
+  static Mask lt(Reg a, Reg b) { return _mm256_cmp_ps(a, b, _CMP_LT_OQ); }
+  static Mask gt(Reg a, Reg b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+  static Mask unord(Reg a, Reg b) { return _mm256_cmp_ps(a, b, _CMP_UNORD_Q); }
+  static Reg select(Mask m, Reg a, Reg b) { return _mm256_blendv_ps(b, a, m); }
+  static inline void widen(Reg v, __m256d& lo, __m256d& hi);
+  static inline Reg narrow(__m256d lo, __m256d hi);
   static void sum4(const Reg r[4], T out[4]) {
     // Two rounds of pairwise adds leave the four half-sums per 128-bit lane; add the lanes.
     const __m256 s = _mm256_hadd_ps(_mm256_hadd_ps(r[0], r[1]), _mm256_hadd_ps(r[2], r[3]));
@@ -39,6 +55,7 @@ struct F32x8 {
 struct F64x4 {
   using T = double;
   using Reg = __m256d;
+  using Mask = __m256d;
   static constexpr int width = 4;
   static Reg zero() { return _mm256_setzero_pd(); }
   static Reg load(const T* p) { return _mm256_loadu_pd(p); }
@@ -47,7 +64,25 @@ struct F64x4 {
   static void store_partial(T* p, Reg v, int n) { _mm256_maskstore_pd(p, lanes64(n), v); }
   static Reg broadcast(const T* p) { return _mm256_broadcast_sd(p); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_pd(a, b, c); }
-  static Reg relu(Reg v) { return _mm256_max_pd(_mm256_setzero_pd(), v); }
+  static Reg set1(T v) { return _mm256_set1_pd(v); }
+  static Reg add(Reg a, Reg b) { return _mm256_add_pd(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm256_sub_pd(a, b); }
+  static Reg mul(Reg a, Reg b) { return _mm256_mul_pd(a, b); }
+  static Reg div(Reg a, Reg b) { return _mm256_div_pd(a, b); }
+  static Reg min(Reg a, Reg b) { return _mm256_min_pd(a, b); }
+  static Reg max(Reg a, Reg b) { return _mm256_max_pd(a, b); }
+  static Mask le(Reg a, Reg b) { return _mm256_cmp_pd(a, b, _CMP_LE_OQ); }
+  static Mask lt(Reg a, Reg b) { return _mm256_cmp_pd(a, b, _CMP_LT_OQ); }
+  static Mask gt(Reg a, Reg b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
+  static Mask unord(Reg a, Reg b) { return _mm256_cmp_pd(a, b, _CMP_UNORD_Q); }
+  static Reg select(Mask m, Reg a, Reg b) { return _mm256_blendv_pd(b, a, m); }
+  static Reg round(Reg v) { return _mm256_round_pd(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  // r * 2^n: n's exponent bits built directly (n integral, |n| <= 1022).
+  static Reg scale2(Reg r, Reg n) {
+    const __m256i e = _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n)),
+                                       _mm256_set1_epi64x(1023));
+    return _mm256_mul_pd(r, _mm256_castsi256_pd(_mm256_slli_epi64(e, 52)));
+  }
   static void sum4(const Reg r[4], T out[4]) {
     const __m256d s01 = _mm256_hadd_pd(r[0], r[1]);  // r0 01, r1 01, r0 23, r1 23
     const __m256d s23 = _mm256_hadd_pd(r[2], r[3]);
@@ -55,6 +90,14 @@ struct F64x4 {
                                         _mm256_permute2f128_pd(s01, s23, 0x31)));
   }
 };
+
+void F32x8::widen(Reg v, __m256d& lo, __m256d& hi) {
+  lo = _mm256_cvtps_pd(_mm256_castps256_ps128(v));
+  hi = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+}
+F32x8::Reg F32x8::narrow(__m256d lo, __m256d hi) {
+  return _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo));
+}
 
 // Transposes the 8 x 8 float tile r[0..7] (rows) in registers: r[p][j] becomes r[j][p].
 inline void transpose_regs(__m256 r[8]) {
@@ -103,33 +146,35 @@ void transpose_tile(const typename V::T* src, int64_t src_ld, typename V::T* dst
 // The panels of the fp32 and fp64 kernels have 6 rows (their MR).
 constexpr int kPanelRows = 6;
 
-// keep(y) = !(y <= 0) per lane, as in gemm.cpp: NLE_UQ is true for NaN too, as
-// threshold_backward is. v & keep(y) zeroes the dropped lanes.
-inline __m256 masked(__m256 v, __m256 y) {
-  return _mm256_and_ps(v, _mm256_cmp_ps(y, _mm256_setzero_ps(), _CMP_NLE_UQ));
-}
-inline __m256d masked(__m256d v, __m256d y) {
-  return _mm256_and_pd(v, _mm256_cmp_pd(y, _mm256_setzero_pd(), _CMP_NLE_UQ));
+// The SIMD packers below take the activation as a template parameter A (the derivative
+// applied to grad_y as it is packed, activation.h's grad); with_activation is the
+// run-time switch to them (identity when there is no saved tensor).
+template <typename T, class Fn>
+void with_activation(const SavedOperand<T>& saved, Fn&& fn) {
+  visit_activation(saved.data ? saved.act : Activation::identity, fn);
 }
 
 // pack_rows for columns [p, kc) one value at a time (what the 8- or 4-wide steps leave).
-template <typename T>
-void pack_rows_rest(const T* a, int64_t lda, const T* mask, int64_t ldm, int rows, int64_t p,
+template <class A, typename T>
+void pack_rows_rest(const T* a, int64_t lda, const SavedOperand<T>& saved, int rows, int64_t p,
                     int64_t kc, T* dst) {
   for (; p < kc; ++p) {
     T* out = dst + p * kPanelRows;
     for (int i = 0; i < kPanelRows; ++i) {
       const T v = i < rows ? a[i * lda + p] : T(0);
-      out[i] = (i < rows && mask && mask[i * ldm + p] <= T(0)) ? T(0) : v;
+      out[i] = i < rows && saved.data
+                   ? grad_scalar<A>(v, saved.data[i * saved.ld + p], saved.slope)
+                   : v;
     }
   }
 }
 
-// MicroKernel::pack_rows for the 6 x 16 kernel: 8 columns of the (masked) rows at a time
+// MicroKernel::pack_rows for the 6 x 16 kernel: 8 columns of the (derived) rows at a time
 // are transposed in registers and stored as 8 panel rows of 6 (4 + 2 floats), instead of
 // 48 scalar stores 24 bytes apart.
-void pack_rows_6(const float* a, int64_t lda, const float* mask, int64_t ldm, int rows,
-                 int64_t kc, float* dst) {
+template <class A>
+void pack_rows_6_as(const SavedOperand<float>& saved, const float* a, int64_t lda, int rows,
+                    int64_t kc, float* dst) {
   const __m256 zero = _mm256_setzero_ps();
   int64_t p = 0;
   for (; p + 8 <= kc; p += 8) {
@@ -140,7 +185,9 @@ void pack_rows_6(const float* a, int64_t lda, const float* mask, int64_t ldm, in
         continue;
       }
       r[i] = _mm256_loadu_ps(a + i * lda + p);
-      if (mask) r[i] = masked(r[i], _mm256_loadu_ps(mask + i * ldm + p));
+      if (saved.data)
+        r[i] = grad_vec<F32x8, A>(r[i], _mm256_loadu_ps(saved.data + i * saved.ld + p),
+                                  saved.slope);
     }
     transpose_regs(r);
     for (int q = 0; q < 8; ++q) {
@@ -149,18 +196,28 @@ void pack_rows_6(const float* a, int64_t lda, const float* mask, int64_t ldm, in
       _mm_storel_pi(reinterpret_cast<__m64*>(out + 4), _mm256_extractf128_ps(r[q], 1));
     }
   }
-  pack_rows_rest(a, lda, mask, ldm, rows, p, kc, dst);
+  pack_rows_rest<A>(a, lda, saved, rows, p, kc, dst);
+}
+
+void pack_rows_6(const float* a, int64_t lda, SavedOperand<float> saved, int rows, int64_t kc,
+                 float* dst) {
+  with_activation(saved, [&](auto act) {
+    pack_rows_6_as<decltype(act)>(saved, a, lda, rows, kc, dst);
+  });
 }
 
 // MicroKernel::pack_cols for the 6 x 16 kernel: each column of the panel is one
 // contiguous run of A^T, loaded (masked to `rows` lanes), selected and stored at once.
-void pack_cols_6(const float* a, int64_t lda, const float* mask, int64_t ldm, int rows,
-                 int64_t kc, float* dst, float* sums) {
+template <class A>
+void pack_cols_6_as(const SavedOperand<float>& saved, const float* a, int64_t lda, int rows,
+                    int64_t kc, float* dst, float* sums) {
   const __m256i valid = lanes32(rows);
   __m256 sum = _mm256_maskload_ps(sums, valid);
   for (int64_t p = 0; p < kc; ++p) {
     __m256 v = _mm256_maskload_ps(a + p * lda, valid);
-    if (mask) v = masked(v, _mm256_maskload_ps(mask + p * ldm, valid));
+    if (saved.data)
+      v = grad_vec<F32x8, A>(v, _mm256_maskload_ps(saved.data + p * saved.ld, valid),
+                             saved.slope);
     sum = _mm256_add_ps(sum, v);
     float* out = dst + p * kPanelRows;
     _mm_storeu_ps(out, _mm256_castps256_ps128(v));
@@ -169,11 +226,19 @@ void pack_cols_6(const float* a, int64_t lda, const float* mask, int64_t ldm, in
   _mm256_maskstore_ps(sums, valid, sum);
 }
 
+void pack_cols_6(const float* a, int64_t lda, SavedOperand<float> saved, int rows, int64_t kc,
+                 float* dst, float* sums) {
+  with_activation(saved, [&](auto act) {
+    pack_cols_6_as<decltype(act)>(saved, a, lda, rows, kc, dst, sums);
+  });
+}
+
 
 // pack_rows for fp64: 4 columns at a time, rows 0-3 and 4-5 (with two zero rows)
 // transposed as two 4 x 4 tiles and stored as 4 panel rows of 4 + 2 doubles.
-void pack_rows_6_f64(const double* a, int64_t lda, const double* mask, int64_t ldm, int rows,
-                     int64_t kc, double* dst) {
+template <class A>
+void pack_rows_6_f64_as(const SavedOperand<double>& saved, const double* a, int64_t lda,
+                        int rows, int64_t kc, double* dst) {
   int64_t p = 0;
   for (; p + 4 <= kc; p += 4) {
     __m256d r[8];
@@ -181,7 +246,9 @@ void pack_rows_6_f64(const double* a, int64_t lda, const double* mask, int64_t l
       r[i] = _mm256_setzero_pd();
       if (i >= rows) continue;
       r[i] = _mm256_loadu_pd(a + i * lda + p);
-      if (mask) r[i] = masked(r[i], _mm256_loadu_pd(mask + i * ldm + p));
+      if (saved.data)
+        r[i] = grad_vec<F64x4, A>(r[i], _mm256_loadu_pd(saved.data + i * saved.ld + p),
+                                  saved.slope);
     }
     transpose_regs(r);
     transpose_regs(r + 4);
@@ -191,22 +258,31 @@ void pack_rows_6_f64(const double* a, int64_t lda, const double* mask, int64_t l
       _mm_storeu_pd(out + 4, _mm256_castpd256_pd128(r[4 + q]));
     }
   }
-  pack_rows_rest(a, lda, mask, ldm, rows, p, kc, dst);
+  pack_rows_rest<A>(a, lda, saved, rows, p, kc, dst);
+}
+
+void pack_rows_6_f64(const double* a, int64_t lda, SavedOperand<double> saved, int rows,
+                     int64_t kc, double* dst) {
+  with_activation(saved, [&](auto act) {
+    pack_rows_6_f64_as<decltype(act)>(saved, a, lda, rows, kc, dst);
+  });
 }
 
 // pack_cols for fp64: each panel column is 6 contiguous doubles of A^T, loaded as 4 + 2
 // masked lanes (masked-off lanes are never read), with the row sums kept per lane.
-void pack_cols_6_f64(const double* a, int64_t lda, const double* mask, int64_t ldm, int rows,
-                     int64_t kc, double* dst, double* sums) {
+template <class A>
+void pack_cols_6_f64_as(const SavedOperand<double>& saved, const double* a, int64_t lda,
+                        int rows, int64_t kc, double* dst, double* sums) {
   const __m256i valid_lo = lanes64(rows), valid_hi = lanes64(rows - 4);
   __m256d sum_lo = _mm256_maskload_pd(sums, valid_lo);
   __m256d sum_hi = _mm256_maskload_pd(sums + 4, valid_hi);
   for (int64_t p = 0; p < kc; ++p) {
     __m256d lo = _mm256_maskload_pd(a + p * lda, valid_lo);
     __m256d hi = _mm256_maskload_pd(a + p * lda + 4, valid_hi);
-    if (mask) {
-      lo = masked(lo, _mm256_maskload_pd(mask + p * ldm, valid_lo));
-      hi = masked(hi, _mm256_maskload_pd(mask + p * ldm + 4, valid_hi));
+    if (saved.data) {
+      const double* s = saved.data + p * saved.ld;
+      lo = grad_vec<F64x4, A>(lo, _mm256_maskload_pd(s, valid_lo), saved.slope);
+      hi = grad_vec<F64x4, A>(hi, _mm256_maskload_pd(s + 4, valid_hi), saved.slope);
     }
     sum_lo = _mm256_add_pd(sum_lo, lo);
     sum_hi = _mm256_add_pd(sum_hi, hi);
@@ -216,6 +292,13 @@ void pack_cols_6_f64(const double* a, int64_t lda, const double* mask, int64_t l
   }
   _mm256_maskstore_pd(sums, valid_lo, sum_lo);
   _mm256_maskstore_pd(sums + 4, valid_hi, sum_hi);
+}
+
+void pack_cols_6_f64(const double* a, int64_t lda, SavedOperand<double> saved, int rows,
+                     int64_t kc, double* dst, double* sums) {
+  with_activation(saved, [&](auto act) {
+    pack_cols_6_f64_as<decltype(act)>(saved, a, lda, rows, kc, dst, sums);
+  });
 }
 
 }  // namespace

@@ -17,8 +17,12 @@ inline __mmask8 lanes8(int n) {
   return n >= 8 ? __mmask8(0xFF) : n <= 0 ? __mmask8(0) : __mmask8((1u << n) - 1);
 }
 
+struct F64x8;
+
 struct F32x16 {
   using T = float;
+  using Mask = __mmask16;
+  using Wide = F64x8;
   using Reg = __m512;
   static constexpr int width = 16;
   static Reg zero() { return _mm512_setzero_ps(); }
@@ -28,8 +32,20 @@ struct F32x16 {
   static void store_partial(T* p, Reg v, int n) { _mm512_mask_storeu_ps(p, lanes16(n), v); }
   static Reg broadcast(const T* p) { return _mm512_set1_ps(*p); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
-  // vmaxps returns its second operand when either is NaN: NaN passes through, as in torch.relu.
-  static Reg relu(Reg v) { return _mm512_max_ps(_mm512_setzero_ps(), v); }
+  static Reg set1(T v) { return _mm512_set1_ps(v); }
+  static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm512_sub_ps(a, b); }
+  static Reg mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
+  static Reg div(Reg a, Reg b) { return _mm512_div_ps(a, b); }
+  static Reg min(Reg a, Reg b) { return _mm512_min_ps(a, b); }
+  static Reg max(Reg a, Reg b) { return _mm512_max_ps(a, b); }
+  static Mask le(Reg a, Reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ); }
+  static Mask lt(Reg a, Reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ); }
+  static Mask gt(Reg a, Reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+  static Mask unord(Reg a, Reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_UNORD_Q); }
+  static Reg select(Mask m, Reg a, Reg b) { return _mm512_mask_blend_ps(m, b, a); }
+  static inline void widen(Reg v, __m512d& lo, __m512d& hi);
+  static inline Reg narrow(__m512d lo, __m512d hi);
   static void sum4(const Reg r[4], T out[4]) {
     for (int j = 0; j < 4; ++j) out[j] = _mm512_reduce_add_ps(r[j]);
   }
@@ -38,6 +54,7 @@ struct F32x16 {
 struct F64x8 {
   using T = double;
   using Reg = __m512d;
+  using Mask = __mmask8;
   static constexpr int width = 8;
   static Reg zero() { return _mm512_setzero_pd(); }
   static Reg load(const T* p) { return _mm512_loadu_pd(p); }
@@ -46,11 +63,34 @@ struct F64x8 {
   static void store_partial(T* p, Reg v, int n) { _mm512_mask_storeu_pd(p, lanes8(n), v); }
   static Reg broadcast(const T* p) { return _mm512_set1_pd(*p); }
   static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_pd(a, b, c); }
-  static Reg relu(Reg v) { return _mm512_max_pd(_mm512_setzero_pd(), v); }
+  static Reg set1(T v) { return _mm512_set1_pd(v); }
+  static Reg add(Reg a, Reg b) { return _mm512_add_pd(a, b); }
+  static Reg sub(Reg a, Reg b) { return _mm512_sub_pd(a, b); }
+  static Reg mul(Reg a, Reg b) { return _mm512_mul_pd(a, b); }
+  static Reg div(Reg a, Reg b) { return _mm512_div_pd(a, b); }
+  static Reg min(Reg a, Reg b) { return _mm512_min_pd(a, b); }
+  static Reg max(Reg a, Reg b) { return _mm512_max_pd(a, b); }
+  static Mask le(Reg a, Reg b) { return _mm512_cmp_pd_mask(a, b, _CMP_LE_OQ); }
+  static Mask lt(Reg a, Reg b) { return _mm512_cmp_pd_mask(a, b, _CMP_LT_OQ); }
+  static Mask gt(Reg a, Reg b) { return _mm512_cmp_pd_mask(a, b, _CMP_GT_OQ); }
+  static Mask unord(Reg a, Reg b) { return _mm512_cmp_pd_mask(a, b, _CMP_UNORD_Q); }
+  static Reg select(Mask m, Reg a, Reg b) { return _mm512_mask_blend_pd(m, b, a); }
+  static Reg round(Reg v) { return _mm512_roundscale_pd(v, _MM_FROUND_TO_NEAREST_INT); }
+  static Reg scale2(Reg r, Reg n) { return _mm512_scalef_pd(r, n); }
   static void sum4(const Reg r[4], T out[4]) {
     for (int j = 0; j < 4; ++j) out[j] = _mm512_reduce_add_pd(r[j]);
   }
 };
+
+void F32x16::widen(Reg v, __m512d& lo, __m512d& hi) {
+  lo = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+  hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+}
+F32x16::Reg F32x16::narrow(__m512d lo, __m512d hi) {
+  const __m512d lo_wide = _mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)));
+  return _mm512_castpd_ps(
+      _mm512_insertf64x4(lo_wide, _mm256_castps_pd(_mm512_cvtpd_ps(hi)), 1));
+}
 
 }  // namespace
 

@@ -21,8 +21,6 @@ struct Scalar1 {
   static Reg broadcast(const T* p) { return *p; }
   // Separate multiply and add: fma() from <cmath> would be a slow libm call without FMA.
   static Reg fma(Reg a, Reg b, Reg c) { return a * b + c; }
-  // torch.relu keeps NaN (v != v), unlike `v > 0 ? v : 0`.
-  static Reg relu(Reg v) { return relu_scalar(v); }
   static void sum4(const Reg r[4], T out[4]) {
     for (int j = 0; j < 4; ++j) out[j] = r[j];
   }

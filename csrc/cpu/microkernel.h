@@ -1,24 +1,64 @@
 // The register micro-kernels, written once over a small vector interface `V`:
 //   V::T, V::Reg, V::width, zero(), load(p), load_partial(p, n), store(p, r),
-//   store_partial(p, r, n), broadcast(p), fma(a, b, c) = a*b + c, relu(r),
-//   sum4(r, out): out[j] = the sum of the lanes of r[j], j < 4.
+//   store_partial(p, r, n), broadcast(p), fma(a, b, c) = a*b + c,
+//   sum4(r, out): out[j] = the sum of the lanes of r[j], j < 4,
+// and, for the activations, what vec_activation.h lists.
 // Each isa_*.cpp defines its V types under its own `#pragma GCC target` and includes
 // this file. Everything here has internal linkage (unnamed namespace) on purpose: every
 // ISA unit gets its own copy, so no instruction set leaks into another unit's code.
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
+
+#include "cpu/vec_activation.h"
 
 namespace fusedmlp::cpu {
 namespace {  // NOLINT: see above
+
+// Stores an MR x NV-vector register tile; edges masked, never written past
+// n_valid / m_valid.
+template <class V, int MR, int NV>
+void store_tile(typename V::T* c, int64_t ldc, int m_valid, int n_valid,
+                const typename V::Reg (&acc)[MR][NV]) {
+  constexpr int W = V::width;
+  if (n_valid == NV * W) {
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+      if (i < m_valid)
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j) V::store(c + i * ldc + j * W, acc[i][j]);
+  } else {
+#pragma GCC unroll 32
+    for (int i = 0; i < MR; ++i)
+      if (i < m_valid)
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j)
+          V::store_partial(c + i * ldc + j * W, acc[i][j], n_valid - j * W);
+  }
+}
+
+// The activation on every register of a tile (the switch over activations runs once).
+template <class V, int MR, int NV>
+void activate_tile(typename V::Reg (&acc)[MR][NV], Activation act, typename V::T slope) {
+  visit_activation(act, [&](auto a) {
+    using A = decltype(a);
+    if constexpr (!std::is_same_v<A, Act<Activation::identity>>) {
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j) acc[i][j] = forward_vec<V, A>(acc[i][j], slope);
+    }
+  });
+}
 
 // C tile = epilogue(init + A_panel · B_panel); MR rows x NV vectors of V::width columns.
 template <class V, int MR, int NV>
 void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64_t a_k_stride,
                  const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc, int m_valid,
-                 int n_valid, const typename V::T* bias, bool accumulate, bool relu) {
+                 int n_valid, const typename V::T* bias, bool accumulate,
+                 TileEpilogue<typename V::T> epilogue) {
   constexpr int W = V::width;
-  constexpr int NR = NV * W;
   typename V::Reg acc[MR][NV];
   // Rows past m_valid (an edge tile of unpacked A) re-read the last valid row: never out
   // of bounds, and their results are never stored.
@@ -55,37 +95,13 @@ void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64
     }
   }
 
-  if (relu) {
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 8
-      for (int j = 0; j < NV; ++j) acc[i][j] = V::relu(acc[i][j]);
-  }
-
-  // The single store of the tile; edges are masked, never written past n_valid/m_valid.
-  if (n_valid == NR) {
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i)
-      if (i < m_valid)
-#pragma GCC unroll 8
-        for (int j = 0; j < NV; ++j) V::store(c + i * ldc + j * W, acc[i][j]);
-  } else {
-#pragma GCC unroll 32
-    for (int i = 0; i < MR; ++i)
-      if (i < m_valid)
-#pragma GCC unroll 8
-        for (int j = 0; j < NV; ++j)
-          V::store_partial(c + i * ldc + j * W, acc[i][j], n_valid - j * W);
-  }
+  // The single store of the tile (and of its pre-activation, when backward needs it).
+  if (epilogue.pre) store_tile<V, MR, NV>(epilogue.pre, ldc, m_valid, n_valid, acc);
+  activate_tile<V, MR, NV>(acc, epilogue.act, epilogue.slope);
+  store_tile<V, MR, NV>(c, ldc, m_valid, n_valid, acc);
 }
 
-// max(0, v) on one value, keeping NaN as torch.relu does.
-template <typename T>
-T relu_scalar(T v) {
-  return (v > T(0) || v != v) ? v : T(0);
-}
-
-// The dot-product micro-kernel: C tile = epilogue(init + A · B^T) for MR rows of A and
+// The dot-product micro-kernel: C tile = init + A · B^T for MR rows of A and
 // kDotNR rows of B, both read in place along K (the forward x · W^T with row-major x
 // and W: nothing is packed or transposed). Each accumulator holds V::width partial sums
 // of one element of C, reduced once after the K loop. Rows past m_valid / n_valid
@@ -94,7 +110,7 @@ T relu_scalar(T v) {
 template <class V, int MR>
 void dot_microkernel(int64_t kc, const typename V::T* a, int64_t lda, const typename V::T* b,
                      int64_t ldb, typename V::T* c, int64_t ldc, int m_valid, int n_valid,
-                     const typename V::T* bias, bool accumulate, bool relu) {
+                     const typename V::T* bias, bool accumulate) {
   using T = typename V::T;
   constexpr int W = V::width;
   constexpr int NR = kDotNR;
@@ -138,10 +154,34 @@ void dot_microkernel(int64_t kc, const typename V::T* a, int64_t lda, const type
     T* c_row = c + i * ldc;
     for (int j = 0; j < n_valid; ++j) {
       const T init = accumulate ? c_row[j] : bias ? bias[j] : T(0);
-      const T v = init + sums[j];
-      c_row[j] = relu ? relu_scalar(v) : v;
+      c_row[j] = init + sums[j];
     }
   }
+}
+
+// MicroKernel::activate: the epilogue on a finished rows x cols block of C, a vector of
+// each row at a time.
+template <class V>
+void activate_block(typename V::T* c, int64_t ldc, int rows, int cols,
+                    TileEpilogue<typename V::T> epilogue) {
+  constexpr int W = V::width;
+  visit_activation(epilogue.act, [&](auto a) {
+    using A = decltype(a);
+    for (int i = 0; i < rows; ++i) {
+      typename V::T* row = c + i * ldc;
+      for (int j = 0; j < cols; j += W) {
+        const int n = cols - j;
+        typename V::Reg v = n >= W ? V::load(row + j) : V::load_partial(row + j, n);
+        if (epilogue.pre) {
+          if (n >= W) V::store(epilogue.pre + i * ldc + j, v);
+          else V::store_partial(epilogue.pre + i * ldc + j, v, n);
+        }
+        v = forward_vec<V, A>(v, epilogue.slope);
+        if (n >= W) V::store(row + j, v);
+        else V::store_partial(row + j, v, n);
+      }
+    }
+  });
 }
 
 // The FMA throughput of one core on this ISA's vectors: `rounds` x 12 independent
@@ -180,7 +220,7 @@ template <class V, int MR, int NV, int DOT_MR>
 MicroKernel<typename V::T> make_microkernel() {
   static_assert(kDotNR == 4, "sum4 reduces four accumulators");
   return {MR, NV * V::width, &microkernel<V, MR, NV>, 0, nullptr, nullptr, nullptr, DOT_MR,
-          &dot_microkernel<V, DOT_MR>, &fma_probe<V>};
+          &dot_microkernel<V, DOT_MR>, &activate_block<V>, &fma_probe<V>};
 }
 
 }  // namespace

@@ -2,37 +2,45 @@
 #include "cpu/pack.h"
 
 #include <algorithm>
+#include <type_traits>
+
+#include "cpu/vec_activation.h"
 
 namespace fusedmlp::cpu {
 namespace {
 
-// pack_a_block with the mask decided at compile time (the unmasked loops stay lean).
-template <typename T, bool kMasked>
+// pack_a_block with the activation A of the derivative known at compile time (identity:
+// none, the loops stay lean).
+template <typename T, class A>
 void pack_a_panels(const GemmProblem<T>& pb, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
                    const MicroKernel<T>& uk, T* dst, T* row_sums, bool first_k_block) {
+  constexpr bool kDerived = !std::is_same_v<A, Act<Activation::identity>>;
+  const StridedMatrix<T>& s = pb.a_saved;
+  const SavedOperand<T> saved_rows{kDerived ? s.data : nullptr, s.row_stride, pb.a_act, pb.slope};
+  const SavedOperand<T> saved_cols{kDerived ? s.data : nullptr, s.col_stride, pb.a_act, pb.slope};
   const int mr = uk.mr;
   // Rows of A (and of the mask) contiguous, as for grad_y in grad_x = g · W: walk each row
   // once, reading contiguously; otherwise walk k and read the MR values of each column.
   const bool row_major =
-      pb.a.col_stride == 1 && (!kMasked || pb.a_mask.col_stride == 1);
+      pb.a.col_stride == 1 && (!kDerived || s.col_stride == 1);
   for (int64_t ir = 0; ir < mc; ir += mr) {
     const int rows = static_cast<int>(std::min<int64_t>(mr, mc - ir));
     T* panel = dst + ir * kc;
     T sums[kMaxMR] = {};
     if (row_major && uk.pack_rows && !row_sums) {  // the ISA's SIMD packing
-      uk.pack_rows(&pb.a.data[(i0 + ir) * pb.a.row_stride + p0], pb.a.row_stride,
-                   kMasked ? &pb.a_mask.data[(i0 + ir) * pb.a_mask.row_stride + p0] : nullptr,
-                   pb.a_mask.row_stride, rows, kc, panel);
+      SavedOperand<T> saved = saved_rows;
+      if (kDerived) saved.data = &s.data[(i0 + ir) * s.row_stride + p0];
+      uk.pack_rows(&pb.a.data[(i0 + ir) * pb.a.row_stride + p0], pb.a.row_stride, saved, rows,
+                   kc, panel);
     } else if (row_major) {
       for (int i = 0; i < rows; ++i) {
         const T* a_row = &pb.a.data[(i0 + ir + i) * pb.a.row_stride + p0];
-        const T* m_row = kMasked ? &pb.a_mask.data[(i0 + ir + i) * pb.a_mask.row_stride + p0]
-                                 : nullptr;
+        const T* s_row = kDerived ? &s.data[(i0 + ir + i) * s.row_stride + p0] : nullptr;
         T sum = T(0);
         for (int64_t p = 0; p < kc; ++p) {
-          // Both loads unconditional: a select, not a branch (the mask is random).
+          // Both loads unconditional: a select, not a branch (a ReLU mask is random).
           const T a = a_row[p];
-          const T v = kMasked ? (keep(m_row[p]) ? a : T(0)) : a;
+          const T v = kDerived ? grad_scalar<A>(a, s_row[p], pb.slope) : a;
           panel[p * mr + i] = v;
           sum += v;
         }
@@ -40,17 +48,18 @@ void pack_a_panels(const GemmProblem<T>& pb, int64_t i0, int64_t mc, int64_t p0,
       }
       for (int i = rows; i < mr; ++i)
         for (int64_t p = 0; p < kc; ++p) panel[p * mr + i] = T(0);
-    } else if (pb.a.row_stride == 1 && (!kMasked || pb.a_mask.row_stride == 1) &&
+    } else if (pb.a.row_stride == 1 && (!kDerived || s.row_stride == 1) &&
                uk.pack_cols) {  // column-major A: the ISA's SIMD packing
-      uk.pack_cols(&pb.a.data[(i0 + ir) + p0 * pb.a.col_stride], pb.a.col_stride,
-                   kMasked ? &pb.a_mask.data[(i0 + ir) + p0 * pb.a_mask.col_stride] : nullptr,
-                   pb.a_mask.col_stride, rows, kc, panel, sums);
+      SavedOperand<T> saved = saved_cols;
+      if (kDerived) saved.data = &s.data[(i0 + ir) + p0 * s.col_stride];
+      uk.pack_cols(&pb.a.data[(i0 + ir) + p0 * pb.a.col_stride], pb.a.col_stride, saved, rows,
+                   kc, panel, sums);
     } else {
       for (int64_t p = 0; p < kc; ++p) {
         T* out = panel + p * mr;
         for (int i = 0; i < rows; ++i) {
           const T a = pb.a(i0 + ir + i, p0 + p);
-          const T v = kMasked ? (keep(pb.a_mask(i0 + ir + i, p0 + p)) ? a : T(0)) : a;
+          const T v = kDerived ? grad_scalar<A>(a, s(i0 + ir + i, p0 + p), pb.slope) : a;
           out[i] = v;
           sums[i] += v;
         }
@@ -69,11 +78,10 @@ void pack_a_panels(const GemmProblem<T>& pb, int64_t i0, int64_t mc, int64_t p0,
 template <typename T>
 void pack_a_block(const GemmProblem<T>& pb, int64_t i0, int64_t mc, int64_t p0, int64_t kc,
                   const MicroKernel<T>& uk, T* dst, T* row_sums, bool first_k_block) {
-  if (pb.a_mask.data) {
-    pack_a_panels<T, true>(pb, i0, mc, p0, kc, uk, dst, row_sums, first_k_block);
-  } else {
-    pack_a_panels<T, false>(pb, i0, mc, p0, kc, uk, dst, row_sums, first_k_block);
-  }
+  const Activation act = pb.a_saved.data ? pb.a_act : Activation::identity;
+  visit_activation(act, [&](auto a) {
+    pack_a_panels<T, decltype(a)>(pb, i0, mc, p0, kc, uk, dst, row_sums, first_k_block);
+  });
 }
 
 template <typename T>

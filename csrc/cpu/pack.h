@@ -1,5 +1,5 @@
 // Packing of the GEMM's operands into the panels the micro-kernels read (BLIS's packm):
-// A into MR-row panels (with the backward's ReLU mask and row sums fused in), B into
+// A into MR-row panels (with the backward's activation derivative and row sums fused in), B into
 // NR-column panels. Written once for every ISA; the ISA's SIMD routines (MicroKernel::
 // transpose, pack_rows, pack_cols) do the inner work where it has them.
 #pragma once
@@ -14,15 +14,8 @@ namespace fusedmlp::cpu {
 // The largest MR of any micro-kernel (panel row sums are kept in arrays of this size).
 constexpr int kMaxMR = 16;
 
-// ReLU mask of the backward pass, matching torch's threshold_backward(grad, y, 0):
-// the gradient is dropped where y <= 0 and kept elsewhere (also where y is NaN).
-template <typename T>
-inline bool keep(T y) {
-  return !(y <= T(0));
-}
-
 // Packs rows [i0, i0+mc) x cols [p0, p0+kc) of A into MR-row panels, k-major, zero padded,
-// applying pb.a_mask when set and adding each row's sum to row_sums when given (the first
+// applying pb.a_saved's derivative when set and adding each row's sum to row_sums when given (the first
 // K block stores it). Each row's sum runs over k in ascending order whichever loop order
 // is used (deterministic, same result).
 template <typename T>

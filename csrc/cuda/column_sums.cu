@@ -1,4 +1,4 @@
-// grad_b: the column sums of the (ReLU-masked) grad_y, deterministic.
+// grad_b: the column sums of grad_y times the activation derivative, deterministic.
 // No atomics: rows are cut into a fixed number of chunks that depends only on the shape;
 // pass 1 sums each (chunk, 32-column) block in a fixed order (8 row lanes, then the lanes
 // in order) into a partial per chunk in the accumulator type (float; double for float64),
@@ -20,11 +20,13 @@ int64_t chunk_count(int64_t rows) {
   return std::max<int64_t>(1, std::min(kMaxChunks, (rows + kRowsPerChunk - 1) / kRowsPerChunk));
 }
 
-// out[chunk * cols + j] = sum of src(i, j) over the rows i of chunk (blockIdx.y), masked.
+// out[chunk * cols + j] = sum of src(i, j) over the rows i of chunk (blockIdx.y), times
+// act'(saved(i, j)) when saved has data.
 template <typename In, typename Out>
 __global__ void __launch_bounds__(kColumns * kRowLanes)
-    column_sums_kernel(int64_t rows, int64_t cols, TileOperand<In> src, TileOperand<In> mask,
-                       int64_t rows_per_chunk, Out* out) {
+    column_sums_kernel(int64_t rows, int64_t cols, TileOperand<In> src, TileOperand<In> saved,
+                       Activation act, typename Scalar<In>::Acc slope, int64_t rows_per_chunk,
+                       Out* out) {
   using Acc = typename Scalar<In>::Acc;
   __shared__ Acc lane_sums[kRowLanes][kColumns];
   const int64_t col = int64_t{blockIdx.x} * kColumns + threadIdx.x;
@@ -33,11 +35,10 @@ __global__ void __launch_bounds__(kColumns * kRowLanes)
   Acc sum = Acc(0);
   if (col < cols) {
     for (int64_t r = begin + threadIdx.y; r < end; r += kRowLanes) {
-      if (mask.data != nullptr &&
-          !relu_passes(mask.data[r * mask.outer_stride + col * mask.k_stride])) {
-        continue;
-      }
-      sum += Scalar<In>::to_acc(src.data[r * src.outer_stride + col * src.k_stride]);
+      In v = src.data[r * src.outer_stride + col * src.k_stride];
+      if (saved.data != nullptr)
+        v = derived(act, v, saved.data[r * saved.outer_stride + col * saved.k_stride], slope);
+      sum += Scalar<In>::to_acc(v);
     }
   }
   lane_sums[threadIdx.y][threadIdx.x] = sum;
@@ -52,33 +53,37 @@ __global__ void __launch_bounds__(kColumns * kRowLanes)
 
 template <typename In, typename Out>
 void launch_pass(int64_t rows, int64_t cols, const TileOperand<In>& src,
-                 const TileOperand<In>& mask, int64_t chunks, Out* out, cudaStream_t stream) {
+                 const TileOperand<In>& saved, Activation act, double slope, int64_t chunks,
+                 Out* out, cudaStream_t stream) {
   const int64_t column_blocks = (cols + kColumns - 1) / kColumns;
   if (column_blocks >= (int64_t{1} << 31)) {
     throw std::runtime_error("fusedmlp: too many output features for one CUDA launch");
   }
   const dim3 grid(static_cast<unsigned>(column_blocks), static_cast<unsigned>(chunks));
   const int64_t rows_per_chunk = (rows + chunks - 1) / chunks;
-  column_sums_kernel<In, Out>
-      <<<grid, dim3(kColumns, kRowLanes), 0, stream>>>(rows, cols, src, mask, rows_per_chunk, out);
+  column_sums_kernel<In, Out><<<grid, dim3(kColumns, kRowLanes), 0, stream>>>(
+      rows, cols, src, saved, act, static_cast<typename Scalar<In>::Acc>(slope), rows_per_chunk,
+      out);
 }
 
 template <typename T>
-void column_sums(int64_t rows, int64_t cols, const Operand& src, const Operand& mask,
-                 void* workspace, void* out, cudaStream_t stream) {
+void column_sums(int64_t rows, int64_t cols, const Operand& src, const Operand& saved,
+                 Activation act, double slope, void* workspace, void* out,
+                 cudaStream_t stream) {
   using Acc = typename Scalar<T>::Acc;
   // The kernel indexes columns with k_stride: src is rows x cols = "outer x k".
-  const TileOperand<T> g = tile_operand<T>(src), y = tile_operand<T>(mask);
+  const TileOperand<T> g = tile_operand<T>(src);
+  const TileOperand<T> s = tile_operand<T>(act == Activation::identity ? Operand{} : saved);
   const int64_t chunks = chunk_count(rows);
   if (chunks == 1) {
-    launch_pass<T, T>(rows, cols, g, y, 1, static_cast<T*>(out), stream);
+    launch_pass<T, T>(rows, cols, g, s, act, slope, 1, static_cast<T*>(out), stream);
     return;
   }
   Acc* partials = static_cast<Acc*>(workspace);
-  launch_pass<T, Acc>(rows, cols, g, y, chunks, partials, stream);
+  launch_pass<T, Acc>(rows, cols, g, s, act, slope, chunks, partials, stream);
   const Operand partial_matrix{partials, cols, 1};
-  launch_pass<Acc, T>(chunks, cols, tile_operand<Acc>(partial_matrix), TileOperand<Acc>{}, 1,
-                      static_cast<T*>(out), stream);
+  launch_pass<Acc, T>(chunks, cols, tile_operand<Acc>(partial_matrix), TileOperand<Acc>{},
+                      Activation::identity, 0.0, 1, static_cast<T*>(out), stream);
 }
 
 size_t accumulator_size(DType dtype) {
@@ -92,14 +97,19 @@ size_t column_sums_workspace_bytes(DType dtype, int64_t rows, int64_t cols) {
   return chunks == 1 ? 0 : static_cast<size_t>(chunks * cols) * accumulator_size(dtype);
 }
 
-void masked_column_sums(DType dtype, int64_t rows, int64_t cols, Operand src, Operand mask,
-                        void* workspace, void* out, cudaStream_t stream) {
+void derived_column_sums(DType dtype, int64_t rows, int64_t cols, Operand src, Operand saved,
+                         Activation act, double slope, void* workspace, void* out,
+                         cudaStream_t stream) {
   switch (dtype) {
-    case DType::f32: return column_sums<float>(rows, cols, src, mask, workspace, out, stream);
-    case DType::f64: return column_sums<double>(rows, cols, src, mask, workspace, out, stream);
-    case DType::f16: return column_sums<__half>(rows, cols, src, mask, workspace, out, stream);
+    case DType::f32:
+      return column_sums<float>(rows, cols, src, saved, act, slope, workspace, out, stream);
+    case DType::f64:
+      return column_sums<double>(rows, cols, src, saved, act, slope, workspace, out, stream);
+    case DType::f16:
+      return column_sums<__half>(rows, cols, src, saved, act, slope, workspace, out, stream);
     case DType::bf16:
-      return column_sums<__nv_bfloat16>(rows, cols, src, mask, workspace, out, stream);
+      return column_sums<__nv_bfloat16>(rows, cols, src, saved, act, slope, workspace, out,
+                                        stream);
   }
   throw std::runtime_error("fusedmlp: unknown dtype");
 }

@@ -1,9 +1,9 @@
 // The CUDA kernels' host interface: plain C++ (raw pointers, sizes, strides, a stream), no
-// torch headers, so the .cu files compile quickly and linear_relu_cuda.cpp (g++) does the
-// torch plumbing. Every kernel computes in the "NT" form
-//     C[m, n] = epilogue(bias[n] + sum_k A(i, k) * B(j, k))
-// where A is m x k and B is n x k (both "outer x k"), so forward, grad_x and grad_w are
-// the same GEMM with different operand views (see linear_relu_cuda.cpp).
+// torch headers, so the .cu files compile quickly and backend_cuda.cpp (g++) does the
+// torch plumbing. Every kernel solves the shared GemmProblem (gemm_problem.h):
+//     C[m, n] = epilogue(bias[n] + sum_k A'(i, k) * B(j, k))
+// A'(i, k) = A(i, k) * act'(a_saved(i, k)) applied as A tiles are loaded (no copy), the
+// epilogue's activation applied to the accumulators before the single store.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -11,32 +11,15 @@
 #include <cstdint>
 
 #include "cuda/index_math.h"
+#include "gemm_problem.h"
 
 namespace fusedmlp::cuda {
 
-enum class DType { f32, f64, f16, bf16 };
-
-// A read-only strided matrix view: element (outer, k) is data[outer * outer_stride +
-// k * k_stride]. Any strides work (transposed, sliced, 0 for expanded).
-struct Operand {
-  const void* data = nullptr;
-  int64_t outer_stride = 0;
-  int64_t k_stride = 0;
-};
-
-struct GemmArgs {
-  int64_t m = 0, n = 0, k = 0;
-  Operand a;             // m x k
-  Operand b;             // n x k
-  // If a_mask.data is set, A(i, k) counts only where !(a_mask(i, k) <= 0): the ReLU mask
-  // taken from the saved output y, applied as A tiles are loaded (no masked copy).
-  Operand a_mask;
-  const void* bias = nullptr;  // n values, stride bias_stride; null: no bias
-  int64_t bias_stride = 1;
-  bool relu = false;     // NaN-preserving ReLU before the single store of C
-  void* c = nullptr;     // m x n, row stride ldc, column stride 1; only written
-  int64_t ldc = 0;
-};
+using fusedmlp::DType;
+using fusedmlp::GemmProblem;
+using fusedmlp::Operand;
+// The name the .cu files use for the problem they are launched with.
+using GemmArgs = GemmProblem;
 
 // GemmPlan (how a GEMM is cut into blocks and k slices): see index_math.h.
 
@@ -66,12 +49,20 @@ KernelImage mma_kernel_image(DType dtype);
 void launch_mma_gemm(DType dtype, const GemmArgs& args, const GemmPlan& plan, void* workspace,
                      cudaStream_t stream);
 
-// out[j] = sum over rows i of G(i, j), masked like GemmArgs::a_mask (G is rows x cols with
-// row stride src.outer_stride and column stride src.k_stride), in a fixed order: the same
-// inputs give bitwise the same sums on every run (no atomics). cols > 0, rows >= 0.
+// out[j] = sum over rows i of G'(i, j), G' = G * act'(saved) as GemmProblem::a_saved
+// derives A (G is rows x cols with row stride src.outer_stride and column stride
+// src.k_stride; saved likewise, or no data), in a fixed order: the same inputs give
+// bitwise the same sums on every run (no atomics). cols > 0, rows >= 0.
 // `workspace` must hold column_sums_workspace_bytes(dtype, rows, cols) bytes.
 size_t column_sums_workspace_bytes(DType dtype, int64_t rows, int64_t cols);
-void masked_column_sums(DType dtype, int64_t rows, int64_t cols, Operand src, Operand mask,
-                        void* workspace, void* out, cudaStream_t stream);
+void derived_column_sums(DType dtype, int64_t rows, int64_t cols, Operand src, Operand saved,
+                         Activation act, double slope, void* workspace, void* out,
+                         cudaStream_t stream);
+
+// out[i] = activation_grad (order 1) or activation_grad2 (order 2) of (g[i], s[i]) for
+// `count` contiguous elements, computed in the accumulator type.
+void launch_activation_grad(DType dtype, Activation act, double slope, int order,
+                            int64_t count, const void* g, const void* s, void* out,
+                            cudaStream_t stream);
 
 }  // namespace fusedmlp::cuda

@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(Tile::kThreads, 512 / Tile::kThreads)
   int64_t tile_m, tile_n;
   tile_of_block(p, tile_m, tile_n);
   const int64_t m0 = tile_m * BM, n0 = tile_n * BN;
-  TileLoader<T, BM, BK, kThreads> a_loader(p.a, p.a_mask, m0, p.m, p.k);
+  TileLoader<T, BM, BK, kThreads> a_loader(p.a, p.a_mask, m0, p.m, p.k, p.a_act, p.slope);
   TileLoader<T, BN, BK, kThreads> b_loader(p.b, TileOperand<T>{}, n0, p.n, p.k);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;

@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(Tile::kThreads) simt_gemm_kernel(const GemmPar
   int64_t tile_m, tile_n;
   tile_of_block(p, tile_m, tile_n);
   const int64_t m0 = tile_m * BM, n0 = tile_n * BN;
-  TileLoader<T, BM, BK, kThreads> a_loader(p.a, p.a_mask, m0, p.m, p.k);
+  TileLoader<T, BM, BK, kThreads> a_loader(p.a, p.a_mask, m0, p.m, p.k, p.a_act, p.slope);
   TileLoader<T, BN, BK, kThreads> b_loader(p.b, TileOperand<T>{}, n0, p.n, p.k);
   const int tx = Tile::thread_n(threadIdx.x), ty = Tile::thread_m(threadIdx.x);
   // Where register i of this thread's tile lies along m (along n) in the block tile.

@@ -1,5 +1,5 @@
 // Building blocks shared by the GEMM kernels (gemm_simt.cu, gemm_mma.cu) and the column
-// sums (column_sums.cu): scalar conversions, the NaN-preserving ReLU and the ReLU mask,
+// sums (column_sums.cu): scalar conversions, the activation derivative at A load,
 // the strided tile loader, the pipelined k loop, the tiling plan and tile schedule, the
 // fused epilogue and the split-k reduction. Their index math is in index_math.h, which
 // the host tests (tests/cuda_host) check on the CPU.
@@ -48,17 +48,12 @@ __device__ __forceinline__ T zero() {
   return Scalar<T>::from_acc(typename Scalar<T>::Acc(0));
 }
 
-// relu that keeps NaN (like torch.relu; fmax would turn NaN into 0).
-template <typename A>
-__device__ __forceinline__ A relu_keep_nan(A v) {
-  return (v > A(0) || v != v) ? v : A(0);
-}
-
-// The ReLU mask from the saved output y: the gradient passes where !(y <= 0), i.e. where
-// y > 0 and, as in torch's threshold_backward, where y is NaN.
+// g * act'(s) (activation.h) in the accumulator type, rounded once to T: the backward's
+// A operand (grad_y) as it is loaded.
 template <typename T>
-__device__ __forceinline__ bool relu_passes(T y) {
-  return !(Scalar<T>::to_acc(y) <= typename Scalar<T>::Acc(0));
+__device__ __forceinline__ T derived(Activation act, T g, T s, typename Scalar<T>::Acc slope) {
+  return Scalar<T>::from_acc(
+      activation_grad(act, Scalar<T>::to_acc(g), Scalar<T>::to_acc(s), slope));
 }
 
 // An Operand as the kernels load it: typed, with how a thread's chunk of kVec elements
@@ -109,7 +104,7 @@ __device__ __forceinline__ void write_chunk(T* tile, int pitch, int row, int col
 }
 
 // Loads a OUTER x K tile of a TileOperand into registers (zero outside the matrix, the
-// ReLU mask applied if one is given), then hands each chunk to a caller-supplied
+// activation derivative applied if a saved operand is given), then hands each chunk to a caller-supplied
 // store(outer, k, along_outer, chunk) (chunk = kVec elements from (outer, k) along the
 // outer dimension or along k), so each kernel picks its own shared layout.
 // Split in load() / store() so the global loads of the next tile are in flight while
@@ -123,8 +118,11 @@ class TileLoader {
   static_assert(OUTER % kVec == 0 && K % kVec == 0, "tile sides must hold whole chunks");
 
   __device__ TileLoader(const TileOperand<T>& op, const TileOperand<T>& mask, int64_t outer0,
-                        int64_t outer_size, int64_t k_size)
-      : op_(op), mask_(mask), outer0_(outer0), outer_size_(outer_size), k_size_(k_size) {}
+                        int64_t outer_size, int64_t k_size,
+                        Activation act = Activation::identity,
+                        typename Scalar<T>::Acc slope = 0)
+      : op_(op), mask_(mask), outer0_(outer0), outer_size_(outer_size), k_size_(k_size),
+        act_(act), slope_(slope) {}
 
   __device__ __forceinline__ void load(int64_t k0) {
 #pragma unroll
@@ -145,7 +143,7 @@ class TileLoader {
       if (mask_.data != nullptr) {
 #pragma unroll
         for (int e = 0; e < kVec; ++e) {
-          if (!relu_passes(mask_values_[c][e])) values_[c][e] = zero<T>();
+          values_[c][e] = derived(act_, values_[c][e], mask_values_[c][e], slope_);
         }
       }
       store(o, kk, op_.along_outer, values_[c]);
@@ -185,6 +183,8 @@ class TileLoader {
   const TileOperand<T> op_;
   const TileOperand<T> mask_;
   const int64_t outer0_, outer_size_, k_size_;
+  const Activation act_;
+  const typename Scalar<T>::Acc slope_;
   alignas(16) T values_[kChunks][kVec];
   alignas(16) T mask_values_[kChunks][kVec];
 };
@@ -221,11 +221,14 @@ template <typename T>
 struct GemmParams {
   using Acc = typename Scalar<T>::Acc;
   int64_t m, n, k;
-  TileOperand<T> a, b, a_mask;
+  TileOperand<T> a, b, a_mask;  // a_mask: the saved operand of A's derivative a_act
+  Activation a_act;
   const T* bias;
   int64_t bias_stride;
-  bool relu;
+  Activation act;
+  Acc slope;
   T* c;
+  T* c_pre;
   int64_t ldc;
   int64_t tiles_m, tiles_n;
   int64_t k_per_split;  // block (tile, blockIdx.y) sums k in [y, y + 1) * k_per_split
@@ -246,11 +249,15 @@ GemmParams<T> gemm_params(const GemmArgs& args, int block_m, int block_n) {
   p.k = args.k;
   p.a = tile_operand<T>(args.a);
   p.b = tile_operand<T>(args.b);
-  p.a_mask = tile_operand<T>(args.a_mask, p.a.along_outer);
+  p.a_mask = tile_operand<T>(args.a_act == Activation::identity ? Operand{} : args.a_saved,
+                             p.a.along_outer);
+  p.a_act = args.a_act;
   p.bias = static_cast<const T*>(args.bias);
   p.bias_stride = args.bias_stride;
-  p.relu = args.relu;
+  p.act = args.act;
+  p.slope = static_cast<typename GemmParams<T>::Acc>(args.slope);
   p.c = static_cast<T*>(args.c);
+  p.c_pre = static_cast<T*>(args.c_pre);
   p.ldc = args.ldc;
   p.tiles_m = ceil_div(args.m, block_m);
   p.tiles_n = ceil_div(args.n, block_n);
@@ -279,7 +286,8 @@ __device__ __forceinline__ void store_output(const GemmParams<T>& p, int64_t row
                                              typename Scalar<T>::Acc v) {
   if (row >= p.m || col >= p.n) return;
   if (p.bias != nullptr) v += Scalar<T>::to_acc(p.bias[col * p.bias_stride]);
-  if (p.relu) v = relu_keep_nan(v);
+  if (p.c_pre != nullptr) p.c_pre[row * p.ldc + col] = Scalar<T>::from_acc(v);
+  if (p.act != Activation::identity) v = activate(p.act, v, p.slope);
   p.c[row * p.ldc + col] = Scalar<T>::from_acc(v);
 }
 

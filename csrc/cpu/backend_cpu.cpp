@@ -1,0 +1,88 @@
+// The CPU backend of the fusedmlp ops: its dtype check and its GEMM (the shared
+// GemmProblem in the typed form gemm.h computes); linear_ops.cpp does the rest.
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include "cpu/gemm.h"
+#include "cpu/vec_activation.h"
+#include "linear_ops.h"
+
+namespace fusedmlp::cpu {
+namespace {
+
+DType cpu_dtype(const char* op, const at::Tensor& x) {
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, op,
+              ": the CPU kernels support float32 and float64, got x of dtype ",
+              x.scalar_type());
+  return x.scalar_type() == at::kFloat ? DType::f32 : DType::f64;
+}
+
+// An outer x k operand as the row-major-indexed matrix (outer, k) ...
+template <typename T>
+StridedMatrix<T> matrix(const Operand& op) {
+  return {static_cast<const T*>(op.data), op.outer_stride, op.k_stride};
+}
+
+template <typename T>
+void typed_gemm(const fusedmlp::GemmProblem& p) {
+  fusedmlp::cpu::GemmProblem<T> pb;
+  pb.m = p.m;
+  pb.n = p.n;
+  pb.k = p.k;
+  pb.a = matrix<T>(p.a);
+  pb.b = matrix<T>(p.b).transposed();  // ... and B as the k x n matrix Bᵀ
+  pb.c = static_cast<T*>(p.c);
+  TORCH_INTERNAL_ASSERT(p.c == nullptr || p.n == 0 || p.ldc == p.n,
+                        "fusedmlp: the CPU GEMM writes a contiguous C");
+  pb.bias = static_cast<const T*>(p.bias);
+  pb.bias_stride = p.bias_stride;
+  pb.act = p.act;
+  pb.slope = static_cast<T>(p.slope);
+  pb.c_pre = static_cast<T*>(p.c_pre);
+  pb.a_saved = matrix<T>(p.a_saved);
+  pb.a_act = p.a_act;
+  pb.a_row_sums = static_cast<T*>(p.a_row_sums);
+  gemm(pb);
+}
+
+void cpu_gemm(DType dtype, const fusedmlp::GemmProblem& problem, const at::Tensor& /*like*/) {
+  if (dtype == DType::f32) {
+    typed_gemm<float>(problem);
+  } else {
+    typed_gemm<double>(problem);
+  }
+}
+
+template <typename T>
+void typed_activation_grad(Activation act, T slope, int order, int64_t count, const T* g,
+                           const T* s, T* out) {
+  visit_activation(act, [&](auto a) {
+    using A = decltype(a);
+    at::parallel_for(0, count, 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        out[i] = order == 1 ? grad_scalar<A>(g[i], s[i], slope)
+                            : grad2_scalar<A>(g[i], s[i], slope);
+    });
+  });
+}
+
+void cpu_activation_grad(DType dtype, Activation act, double slope, int order, int64_t count,
+                         const void* g, const void* s, void* out, const at::Tensor& /*like*/) {
+  if (dtype == DType::f32) {
+    typed_activation_grad<float>(act, static_cast<float>(slope), order, count,
+                                 static_cast<const float*>(g), static_cast<const float*>(s),
+                                 static_cast<float*>(out));
+  } else {
+    typed_activation_grad<double>(act, slope, order, count, static_cast<const double*>(g),
+                                  static_cast<const double*>(s), static_cast<double*>(out));
+  }
+}
+
+constexpr Backend kCpu{&cpu_dtype, &cpu_gemm, &cpu_activation_grad};
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fusedmlp, CPU, m) { register_kernels<kCpu>(m); }
+
+}  // namespace fusedmlp::cpu

@@ -1,0 +1,146 @@
+// The op -> GEMM mapping of linear_ops.h.
+#include "linear_ops.h"
+
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/util/Exception.h>
+
+#include <cstring>
+
+#include "checks.h"
+
+namespace fusedmlp {
+namespace {
+
+constexpr const char* kNames[kActivationCount] = {
+    "identity", "relu", "leaky_relu", "gelu", "gelu_tanh",
+    "silu",     "sigmoid", "tanh",   "relu_squared"};
+
+// A 2-D tensor as a GEMM operand whose rows are the outer dimension (its transposed()
+// is the operand whose columns are).
+Operand rows_of(const at::Tensor& t2d) {
+  return {t2d.const_data_ptr(), t2d.stride(0), t2d.stride(1)};
+}
+
+}  // namespace
+
+const char* activation_name(Activation a) { return kNames[static_cast<int>(a)]; }
+
+std::string activation_names() {
+  std::string names;
+  for (const char* name : kNames) names += (names.empty() ? "" : ", ") + std::string(name);
+  return names;
+}
+
+Activation parse_activation(const char* op, c10::string_view name) {
+  for (int i = 0; i < kActivationCount; ++i)
+    if (name == kNames[i]) return static_cast<Activation>(i);
+  TORCH_CHECK(false, op, ": unknown activation '", std::string(name.data(), name.size()),
+              "'; expected one of ", activation_names());
+}
+
+at::Tensor forward(const Backend& backend, const char* op, const at::Tensor& x,
+                   const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                   Activation act, double slope, at::Tensor* pre) {
+  check_forward_args(op, x, weight, bias);
+  const DType dtype = backend.dtype_of(op, x);
+  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  const at::Tensor x2 = as_rows(x, in_features);
+  at::Tensor y = at::empty(output_shape(x, weight), x.options());
+
+  GemmProblem pb;  // y = act(x · Wᵀ + b): A = x, B = W
+  pb.m = x2.size(0);
+  pb.n = out_features;
+  pb.k = in_features;
+  pb.a = rows_of(x2);
+  pb.b = rows_of(weight);
+  if (bias.has_value() && bias->defined()) {
+    pb.bias = bias->const_data_ptr();
+    pb.bias_stride = bias->stride(0);
+  }
+  pb.act = act;
+  pb.slope = slope;
+  pb.c = y.mutable_data_ptr();
+  pb.ldc = out_features;
+  if (pre != nullptr) {
+    *pre = at::empty_like(y);
+    pb.c_pre = pre->mutable_data_ptr();
+  }
+  backend.gemm(dtype, pb, y);
+  return y;
+}
+
+Grads backward(const Backend& backend, const char* op, const at::Tensor& grad_y,
+               const at::Tensor& x, const at::Tensor& weight, const at::Tensor& saved,
+               Activation act, double slope, std::array<bool, 3> output_mask) {
+  const bool needs_saved = saved_for(act, slope) != Saved::none;
+  TORCH_CHECK(!needs_saved || saved.defined(), op, ": activation '", activation_name(act),
+              "' needs the saved ",
+              saved_for(act, slope) == Saved::output ? "output y" : "pre-activation z",
+              " of the forward pass, got None");
+  const at::Tensor s = needs_saved ? saved : at::Tensor();
+  check_backward_args(op, grad_y, x, weight, s);
+  const DType dtype = backend.dtype_of(op, x);
+  const int64_t out_features = weight.size(0), in_features = weight.size(1);
+  const at::Tensor x2 = as_rows(x, in_features);
+  const at::Tensor g2 = as_rows(grad_y, out_features);
+  const Operand g = rows_of(g2);
+  const Operand g_saved = s.defined() ? rows_of(as_rows(s, out_features)) : Operand{};
+  const int64_t rows = x2.size(0);
+
+  at::Tensor grad_x, grad_w, grad_b;
+  if (output_mask[0]) grad_x = at::empty(x.sizes(), x.options());
+  if (output_mask[1]) grad_w = at::empty({out_features, in_features}, weight.options());
+  if (output_mask[2]) grad_b = at::empty({out_features}, weight.options());
+
+  // g = grad_y · act'(saved), applied by the GEMMs as they load grad_y.
+  GemmProblem pb;
+  pb.a_act = needs_saved ? act : Activation::identity;
+  pb.slope = slope;
+  if (grad_x.defined()) {  // grad_x = g · W: A = g (rows x out), B = Wᵀ (in x out)
+    pb.m = rows;
+    pb.n = in_features;
+    pb.k = out_features;
+    pb.a = g;
+    pb.a_saved = g_saved;
+    pb.b = rows_of(weight).transposed();
+    pb.c = grad_x.mutable_data_ptr();
+    pb.ldc = in_features;
+    backend.gemm(dtype, pb, grad_x);
+  }
+  if (grad_w.defined() || grad_b.defined()) {
+    // grad_w = gᵀ · x: A = gᵀ (out x rows), B = xᵀ (in x rows); grad_b = A's row sums,
+    // taken in the same pass (with n = 0 when grad_w is not wanted).
+    pb.m = out_features;
+    pb.n = grad_w.defined() ? in_features : 0;
+    pb.k = rows;
+    pb.a = g.transposed();
+    pb.a_saved = g_saved.transposed();
+    pb.b = rows_of(x2).transposed();
+    pb.c = grad_w.defined() ? grad_w.mutable_data_ptr() : nullptr;
+    pb.ldc = in_features;
+    pb.a_row_sums = grad_b.defined() ? grad_b.mutable_data_ptr() : nullptr;
+    backend.gemm(dtype, pb, grad_w.defined() ? grad_w : grad_b);
+  }
+  return {grad_x, grad_w, grad_b};
+}
+
+at::Tensor activation_grad(const Backend& backend, const char* op, const at::Tensor& grad,
+                           const at::Tensor& saved, Activation act, double slope,
+                           int64_t order) {
+  TORCH_CHECK(order == 1 || order == 2, op, ": expected order 1 or 2, got ", order);
+  TORCH_CHECK(grad.sizes() == saved.sizes(), op, ": expected saved of grad's shape ",
+              grad.sizes(), ", got ", saved.sizes());
+  TORCH_CHECK(grad.scalar_type() == saved.scalar_type() && grad.device() == saved.device(), op,
+              ": expected grad and saved of one dtype and device, got ", grad.scalar_type(),
+              " on ", grad.device(), " and ", saved.scalar_type(), " on ", saved.device());
+  const DType dtype = backend.dtype_of(op, grad);
+  const at::Tensor g = grad.contiguous(), s = saved.contiguous();
+  at::Tensor out = at::empty_like(g);
+  if (out.numel() > 0)
+    backend.activation_grad(dtype, act, slope, static_cast<int>(order), out.numel(),
+                            g.const_data_ptr(), s.const_data_ptr(), out.mutable_data_ptr(), out);
+  return out;
+}
+
+}  // namespace fusedmlp

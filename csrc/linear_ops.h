@@ -1,0 +1,112 @@
+// The fusedmlp ops mapped onto GEMM problems, written once for every backend: argument
+// checks, flattening to 2-D, output allocation and the GemmProblem of the forward and of
+// each gradient. A backend (cpu/backend_cpu.cpp, cuda/backend_cuda.cpp) supplies only
+// its GEMM and its dtype check, then registers the kernels with register_kernels<>().
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
+#include <torch/library.h>
+
+#include <array>
+#include <optional>
+#include <string>
+#include <tuple>
+
+#include "gemm_problem.h"
+
+namespace fusedmlp {
+
+using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+
+struct Backend {
+  // Throws (naming op and x's dtype) when the backend has no kernels for x's dtype.
+  DType (*dtype_of)(const char* op, const at::Tensor& x);
+  // Solves `problem` on `like`'s device (scratch memory, if any, allocated like `like`).
+  // m == 0 or n == 0: nothing to multiply, but a_row_sums (if set) must still be written.
+  void (*gemm)(DType dtype, const GemmProblem& problem, const at::Tensor& like);
+  // out[i] = activation_grad (order 1) or activation_grad2 (order 2) of (g[i], s[i]), for
+  // `count` contiguous elements (the double backward's elementwise factors).
+  void (*activation_grad)(DType dtype, Activation act, double slope, int order, int64_t count,
+                          const void* g, const void* s, void* out, const at::Tensor& like);
+};
+
+// "relu" -> Activation::relu; an unknown name is an error from `op` listing the valid ones.
+Activation parse_activation(const char* op, c10::string_view name);
+const char* activation_name(Activation a);
+// The valid names, comma separated (for messages and docs).
+std::string activation_names();
+
+// y = act(x · Wᵀ + b). With `pre` non-null, also returns z = x · Wᵀ + b in *pre.
+at::Tensor forward(const Backend& backend, const char* op, const at::Tensor& x,
+                   const at::Tensor& weight, const std::optional<at::Tensor>& bias,
+                   Activation act, double slope, at::Tensor* pre = nullptr);
+
+// Gradients of y = act(x · Wᵀ + b) from `saved` (y or z as saved_for(act, slope) says;
+// undefined for identity): g = grad_y · act'(saved) is never materialised, the GEMMs
+// apply the derivative as they load grad_y.
+Grads backward(const Backend& backend, const char* op, const at::Tensor& grad_y,
+               const at::Tensor& x, const at::Tensor& weight, const at::Tensor& saved,
+               Activation act, double slope, std::array<bool, 3> output_mask);
+
+// grad * act'(saved) (order 1) or grad * d act'(saved) / d saved (order 2), elementwise.
+at::Tensor activation_grad(const Backend& backend, const char* op, const at::Tensor& grad,
+                           const at::Tensor& saved, Activation act, double slope, int64_t order);
+
+// The kernels of every op for one backend, registered in its TORCH_LIBRARY_IMPL.
+template <const Backend& B>
+void register_kernels(torch::Library& m) {
+  m.impl("linear_relu", [](const at::Tensor& x, const at::Tensor& weight,
+                           const std::optional<at::Tensor>& bias) {
+    return forward(B, "fusedmlp.linear_relu", x, weight, bias, Activation::relu, 0.0);
+  });
+  m.impl("linear", [](const at::Tensor& x, const at::Tensor& weight,
+                      const std::optional<at::Tensor>& bias) {
+    return forward(B, "fusedmlp.linear", x, weight, bias, Activation::identity, 0.0);
+  });
+  m.impl("linear_relu_backward",
+         [](const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+            const at::Tensor& y, std::array<bool, 3> output_mask) {
+           TORCH_CHECK(y.defined(),
+                       "fusedmlp.linear_relu_backward: y (the forward output) is required");
+           return backward(B, "fusedmlp.linear_relu_backward", grad_y, x, weight, y,
+                           Activation::relu, 0.0, output_mask);
+         });
+  m.impl("linear_backward", [](const at::Tensor& grad_y, const at::Tensor& x,
+                               const at::Tensor& weight, std::array<bool, 3> output_mask) {
+    return backward(B, "fusedmlp.linear_backward", grad_y, x, weight, at::Tensor(),
+                    Activation::identity, 0.0, output_mask);
+  });
+  m.impl("linear_act", [](const at::Tensor& x, const at::Tensor& weight,
+                          const std::optional<at::Tensor>& bias, c10::string_view activation,
+                          double negative_slope) {
+    const char* op = "fusedmlp.linear_act";
+    return forward(B, op, x, weight, bias, parse_activation(op, activation), negative_slope);
+  });
+  m.impl("linear_act_pre", [](const at::Tensor& x, const at::Tensor& weight,
+                              const std::optional<at::Tensor>& bias,
+                              c10::string_view activation, double negative_slope) {
+    const char* op = "fusedmlp.linear_act_pre";
+    at::Tensor pre;
+    at::Tensor y = forward(B, op, x, weight, bias, parse_activation(op, activation),
+                           negative_slope, &pre);
+    return std::make_tuple(y, pre);
+  });
+  m.impl("linear_act_backward",
+         [](const at::Tensor& grad_y, const at::Tensor& x, const at::Tensor& weight,
+            const std::optional<at::Tensor>& saved, c10::string_view activation,
+            double negative_slope, std::array<bool, 3> output_mask) {
+           const char* op = "fusedmlp.linear_act_backward";
+           return backward(B, op, grad_y, x, weight, saved.value_or(at::Tensor()),
+                           parse_activation(op, activation), negative_slope, output_mask);
+         });
+  m.impl("activation_grad", [](const at::Tensor& grad, const at::Tensor& saved,
+                               c10::string_view activation, double negative_slope,
+                               int64_t order) {
+    const char* op = "fusedmlp.activation_grad";
+    return activation_grad(B, op, grad, saved, parse_activation(op, activation),
+                           negative_slope, order);
+  });
+}
+
+}  // namespace fusedmlp
