@@ -2,7 +2,8 @@
 // backend: host C++ (the CPU kernels, scalar and through the vector wrapper of
 // cpu/vec_activation.h) and CUDA device code (nvcc reads this header too).
 //
-// Each activation is one enum entry and one struct: what backward reads (`saved`),
+// Each activation is one enum entry and one struct: its `name` (what the ops and the
+// Python API take), what backward reads (`saved`),
 // whether it needs exp/erf/tanh (`transcendental`: the CPU then evaluates it in double
 // for float32, for results within an ulp or two of torch's), whether its second
 // derivative is 0 (`piecewise_linear`: double backward skips that term), and the functions
@@ -81,6 +82,7 @@ struct Act;
 
 template <>
 struct Act<Activation::identity> {
+  static constexpr const char* name = "identity";
   static constexpr Saved saved = Saved::none;
   static constexpr bool transcendental = false;
   static constexpr bool piecewise_linear = true;
@@ -92,6 +94,7 @@ struct Act<Activation::identity> {
 // max(0, z) keeping NaN; the gradient passes where !(y <= 0) (threshold_backward).
 template <>
 struct Act<Activation::relu> {
+  static constexpr const char* name = "relu";
   static constexpr Saved saved = Saved::output;
   static constexpr bool transcendental = false;
   static constexpr bool piecewise_linear = true;
@@ -108,6 +111,7 @@ struct Act<Activation::relu> {
 // negative slope the pre-activation is saved instead: see saved_for()).
 template <>
 struct Act<Activation::leaky_relu> {
+  static constexpr const char* name = "leaky_relu";
   static constexpr Saved saved = Saved::output;
   static constexpr bool transcendental = false;
   static constexpr bool piecewise_linear = true;
@@ -123,6 +127,7 @@ struct Act<Activation::leaky_relu> {
 // z * Phi(z), Phi the normal CDF through erf.
 template <>
 struct Act<Activation::gelu> {
+  static constexpr const char* name = "gelu";
   static constexpr Saved saved = Saved::pre_activation;
   static constexpr bool transcendental = true;
   static constexpr bool piecewise_linear = false;
@@ -144,6 +149,7 @@ struct Act<Activation::gelu> {
 // 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))), as F.gelu(approximate="tanh").
 template <>
 struct Act<Activation::gelu_tanh> {
+  static constexpr const char* name = "gelu_tanh";
   static constexpr Saved saved = Saved::pre_activation;
   static constexpr bool transcendental = true;
   static constexpr bool piecewise_linear = false;
@@ -176,6 +182,7 @@ struct Act<Activation::gelu_tanh> {
 // z * sigmoid(z).
 template <>
 struct Act<Activation::silu> {
+  static constexpr const char* name = "silu";
   static constexpr Saved saved = Saved::pre_activation;
   static constexpr bool transcendental = true;
   static constexpr bool piecewise_linear = false;
@@ -196,6 +203,7 @@ struct Act<Activation::silu> {
 // 1 / (1 + exp(-z)); backward from y: y (1 - y).
 template <>
 struct Act<Activation::sigmoid> {
+  static constexpr const char* name = "sigmoid";
   static constexpr Saved saved = Saved::output;
   static constexpr bool transcendental = true;
   static constexpr bool piecewise_linear = false;
@@ -213,6 +221,7 @@ struct Act<Activation::sigmoid> {
 // tanh(z); backward from y: 1 - y^2.
 template <>
 struct Act<Activation::tanh> {
+  static constexpr const char* name = "tanh";
   static constexpr Saved saved = Saved::output;
   static constexpr bool transcendental = true;
   static constexpr bool piecewise_linear = false;
@@ -228,6 +237,7 @@ struct Act<Activation::tanh> {
 // relu(z)^2 (Primer's "squared ReLU"); backward from z: 2 relu(z), NaN kept.
 template <>
 struct Act<Activation::relu_squared> {
+  static constexpr const char* name = "relu_squared";
   static constexpr Saved saved = Saved::pre_activation;
   static constexpr bool transcendental = false;
   static constexpr bool piecewise_linear = false;
@@ -266,6 +276,14 @@ FUSEDMLP_HD auto visit_activation(Activation a, Fn&& fn) {
 FUSEDMLP_HD Saved saved_for(Activation a, double slope) {
   if (a == Activation::leaky_relu && !(slope >= 0)) return Saved::pre_activation;
   return visit_activation(a, [](auto act) { return decltype(act)::saved; });
+}
+
+inline const char* activation_name(Activation a) {
+  return visit_activation(a, [](auto act) { return decltype(act)::name; });
+}
+
+FUSEDMLP_HD bool transcendental(Activation a) {
+  return visit_activation(a, [](auto act) { return decltype(act)::transcendental; });
 }
 
 FUSEDMLP_HD bool piecewise_linear(Activation a) {

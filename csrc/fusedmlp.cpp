@@ -9,6 +9,7 @@
 
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
+#include "linear_ops.h"
 
 TORCH_LIBRARY(fusedmlp, m) {
   // y = relu(x @ weight.T + bias); x: (..., in_features), weight: (out_features, in_features),
@@ -101,12 +102,19 @@ PyObject* cuda_built(PyObject*, PyObject*) {
 #endif
 }
 
+PyObject* activation_names(PyObject*, PyObject*) {
+  return as_value_error(
+      [] { return PyUnicode_FromString(fusedmlp::activation_names().c_str()); });
+}
+
 PyMethodDef methods[] = {
     {"cpu_isa", cpu_isa, METH_NOARGS, "The ISA of the CPU micro-kernels in use."},
     {"best_cpu_isa", best_cpu_isa, METH_NOARGS, "The best ISA this CPU supports."},
     {"set_cpu_isa", set_cpu_isa, METH_O,
      "Use the 'generic', 'avx2' or 'avx512' CPU micro-kernels (ValueError if unsupported)."},
     {"cuda_built", cuda_built, METH_NOARGS, "Whether the CUDA kernels were compiled in."},
+    {"activation_names", activation_names, METH_NOARGS,
+     "The activations of csrc/activation.h, comma separated, in enum order."},
     {"fma_peak_gflops", fma_peak_gflops, METH_NOARGS,
      "float32 FMA peak (GF/s) of the active CPU ISA on all torch threads, measured now."},
     {nullptr, nullptr, 0, nullptr}};

@@ -12,10 +12,6 @@
 namespace fusedmlp {
 namespace {
 
-constexpr const char* kNames[kActivationCount] = {
-    "identity", "relu", "leaky_relu", "gelu", "gelu_tanh",
-    "silu",     "sigmoid", "tanh",   "relu_squared"};
-
 // A 2-D tensor as a GEMM operand whose rows are the outer dimension (its transposed()
 // is the operand whose columns are).
 Operand rows_of(const at::Tensor& t2d) {
@@ -24,17 +20,16 @@ Operand rows_of(const at::Tensor& t2d) {
 
 }  // namespace
 
-const char* activation_name(Activation a) { return kNames[static_cast<int>(a)]; }
-
 std::string activation_names() {
   std::string names;
-  for (const char* name : kNames) names += (names.empty() ? "" : ", ") + std::string(name);
+  for (int i = 0; i < kActivationCount; ++i)
+    names += (i ? ", " : "") + std::string(activation_name(static_cast<Activation>(i)));
   return names;
 }
 
 Activation parse_activation(const char* op, c10::string_view name) {
   for (int i = 0; i < kActivationCount; ++i)
-    if (name == kNames[i]) return static_cast<Activation>(i);
+    if (name == activation_name(static_cast<Activation>(i))) return static_cast<Activation>(i);
   TORCH_CHECK(false, op, ": unknown activation '", std::string(name.data(), name.size()),
               "'; expected one of ", activation_names());
 }
@@ -83,9 +78,17 @@ Grads backward(const Backend& backend, const char* op, const at::Tensor& grad_y,
   const DType dtype = backend.dtype_of(op, x);
   const int64_t out_features = weight.size(0), in_features = weight.size(1);
   const at::Tensor x2 = as_rows(x, in_features);
-  const at::Tensor g2 = as_rows(grad_y, out_features);
+  at::Tensor g2 = as_rows(grad_y, out_features);
+  at::Tensor s2 = s.defined() ? as_rows(s, out_features) : at::Tensor();
+  bool derive = needs_saved;
+  if (derive && backend.derive_once && transcendental(act) && g2.numel() > 0 &&
+      (output_mask[0] || output_mask[1])) {
+    // grad_y * act'(saved) once, then the GEMMs read it as it is.
+    g2 = activation_grad(backend, op, g2, s2, act, slope, 1);
+    derive = false;
+  }
   const Operand g = rows_of(g2);
-  const Operand g_saved = s.defined() ? rows_of(as_rows(s, out_features)) : Operand{};
+  const Operand g_saved = derive ? rows_of(s2) : Operand{};
   const int64_t rows = x2.size(0);
 
   at::Tensor grad_x, grad_w, grad_b;
@@ -95,7 +98,7 @@ Grads backward(const Backend& backend, const char* op, const at::Tensor& grad_y,
 
   // g = grad_y · act'(saved), applied by the GEMMs as they load grad_y.
   GemmProblem pb;
-  pb.a_act = needs_saved ? act : Activation::identity;
+  pb.a_act = derive ? act : Activation::identity;
   pb.slope = slope;
   if (grad_x.defined()) {  // grad_x = g · W: A = g (rows x out), B = Wᵀ (in x out)
     pb.m = rows;

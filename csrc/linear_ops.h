@@ -29,12 +29,14 @@ struct Backend {
   // `count` contiguous elements (the double backward's elementwise factors).
   void (*activation_grad)(DType dtype, Activation act, double slope, int order, int64_t count,
                           const void* g, const void* s, void* out, const at::Tensor& like);
+  // Whether backward computes grad_y * act'(saved) once (activation_grad, into scratch)
+  // for the transcendental activations instead of at every load in the GEMMs.
+  bool derive_once;
 };
 
 // "relu" -> Activation::relu; an unknown name is an error from `op` listing the valid ones.
 Activation parse_activation(const char* op, c10::string_view name);
-const char* activation_name(Activation a);
-// The valid names, comma separated (for messages and docs).
+// The valid names (activation.h's), comma separated, in enum order.
 std::string activation_names();
 
 // y = act(x · Wᵀ + b). With `pre` non-null, also returns z = x · Wᵀ + b in *pre.

@@ -11,8 +11,7 @@ from . import _C  # noqa: F401  (loading the library registers the fusedmlp ops)
 __all__ = ["linear_relu", "linear", "LinearReLUFunction", "ACTIVATIONS"]
 
 # The activations of csrc/activation.h, by the names the ops take.
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh",
-               "relu_squared")
+ACTIVATIONS = tuple(_C.activation_names().split(", "))
 
 _linear_relu = torch.ops.fusedmlp.linear_relu.default
 _linear_relu_backward = torch.ops.fusedmlp.linear_relu_backward.default

@@ -123,8 +123,8 @@ def well_conditioned(rows, k, n, margin=1e-2, device="cpu"):
             return tuple(t.to(device).requires_grad_() for t in (x, w, b))
 
 
-def check_nan_inf_parity(dtype, device="cpu"):
-    """NaN/Inf in x, weight, bias and grad_y give what F.relu(F.linear(...)) gives."""
+def check_nan_inf_parity(dtype, device="cpu", fn=fusedmlp.linear_relu, act=F.relu):
+    """NaN/Inf in x, weight, bias and grad_y give what act(F.linear(...)) gives."""
     x, w, b = make(8, 12, 10, dtype, requires_grad=False, device=device)
     x[1, 3] = float("nan")        # NaN pre-activation: relu keeps NaN
     x[2, 0] = float("inf")        # +-Inf pre-activations: relu gives Inf / 0
@@ -132,9 +132,9 @@ def check_nan_inf_parity(dtype, device="cpu"):
     b[7] = float("nan")
     for t in (x, w, b):
         t.requires_grad_()
-    y = fusedmlp.linear_relu(x, w, b)
-    y_ref = F.relu(F.linear(x, w, b))
-    assert y.isnan().any() and y.isinf().any()
+    y = fn(x, w, b)
+    y_ref = act(F.linear(x, w, b))
+    assert y.isnan().any() and (act is not F.relu or y.isinf().any())
     assert_same_special_values(y, y_ref)
     grad_y = torch.randn_like(y)
     grad_y[0, 0] = float("nan")

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import fusedmlp
 from fusedmlp.ops import ACTIVATIONS
-from helpers import assert_same_special_values, make, tolerances
+from helpers import assert_same_special_values, check_nan_inf_parity, make, tolerances
 
 SLOPE = 0.2  # leaky_relu's negative_slope in these tests (torch's default 0.01 too: below)
 
@@ -187,18 +187,8 @@ def test_nan_inf_behave_as_torch(isa, activation):
         keep = ~(x.detach().isfinite() & d_ref.isnan())
         assert_same_special_values(grad_x[keep], d_ref[keep])
     # NaN / Inf in x, weight, bias and grad_y: what eager act(F.linear(...)) gives
-    x, w, b = make(8, 12, 10, torch.float64, requires_grad=False)
-    x[1, 3], x[2, 0], w[4, 5], b[7] = float("nan"), float("inf"), float("-inf"), float("nan")
-    for t in (x, w, b):
-        t.requires_grad_()
-    y = fusedmlp.linear(x, w, b, activation=activation, negative_slope=SLOPE)
-    y_ref = TORCH_ACTS[activation](F.linear(x, w, b))
-    assert_same_special_values(y, y_ref)
-    grad_y = torch.randn_like(y)
-    grad_y[0, 0] = float("nan")
-    for g, g_ref in zip(torch.autograd.grad(y, (x, w, b), grad_y),
-                        torch.autograd.grad(y_ref, (x, w, b), grad_y)):
-        assert_same_special_values(g, g_ref)
+    check_nan_inf_parity(torch.float64, fn=fused("function", activation),
+                         act=TORCH_ACTS[activation])
 
 
 def smooth_inputs(activation, rows=4, k=5, n=3):

@@ -31,3 +31,22 @@ def test_cpu_benchmark_writes_every_table(tmp_path):
     gemm_us = step["gemm_flop"] / peak / 1e3
     assert step["ceiling"] == step["eager_us"] / (gemm_us + step["fused_batch1_us"])
     assert "| 8x16->4 |" in proc.stdout and "ceiling" in proc.stdout and "% peak" in proc.stdout
+
+
+def test_activation_option_benchmarks_each_activation(tmp_path):
+    """--activation: one layer row per activation and shape, eager act(F.linear) the baseline."""
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--shapes", "8x16x4",
+         "--activation", "gelu,silu,relu_squared", "--skip", "gemm,train", "--min-run-time",
+         "0.01", "--no-compile", "--threads", "1", "--json", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["layers"]
+    assert [r["activation"] for r in rows] == ["gelu", "silu", "relu_squared"]
+    for row in rows:
+        assert row["fwdbwd_vs_eager"] == row["fwdbwd_eager_us"] / row["fwdbwd_fused_us"]
+    assert "| gelu | 8x16->4 |" in proc.stdout
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench.py"),
+                          "--activation", "swish"], capture_output=True, text=True, timeout=600)
+    assert bad.returncode != 0 and "unknown 'swish'" in bad.stderr

@@ -382,3 +382,58 @@ def test_module_on_cuda_matches_linear_relu():
     fused = fusedmlp.FusedLinearReLU.from_linear(linear)
     x = torch.randn(64, 784, device="cuda")
     torch.testing.assert_close(fused(x), F.relu(linear(x)), **tolerances(torch.float32, 784))
+
+
+# Every activation (csrc/activation.h, compiled by nvcc from the same header as the CPU's):
+# the CPU suite's checks (test_activations.py) on the GPU, for all four dtypes.
+from test_activations import (ACTIVATIONS, SLOPE, TORCH_ACTS, check_values_and_grads,  # noqa: E402
+                              fused, scaled_inputs, smooth_inputs)
+
+
+@gpu_test
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 17, 5), (129, 257, 131), (2049, 40, 72),
+                                   (65536, 128, 128)], ids=shape_id)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_matches_float64_reference(activation, dtype, shape):
+    x, w, b = (t.detach().cuda().requires_grad_() for t in scaled_inputs(*shape, dtype))
+    check_values_and_grads(fused("function", activation), activation, x, w, b)
+
+
+@gpu_test
+@pytest.mark.parametrize("entry", ["op", "module"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_entry_points(activation, entry):
+    x, w, b = (t.detach().cuda().requires_grad_()
+               for t in scaled_inputs(37, 29, 19, torch.float32))
+    check_values_and_grads(fused(entry, activation), activation, x, w, b)
+
+
+@gpu_test
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_gradcheck_and_gradgradcheck_fp64(activation):
+    x, w, b = (t.detach().cuda().requires_grad_() for t in smooth_inputs(activation))
+    fn = fused("function", activation)
+    assert torch.autograd.gradcheck(fn, (x, w, b))
+    assert torch.autograd.gradgradcheck(fn, (x, w, b))
+
+
+@gpu_test
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_activation_nan_inf_match_eager(activation, dtype):
+    check_nan_inf_parity(dtype, device="cuda", fn=fused("function", activation),
+                         act=TORCH_ACTS[activation])
+
+
+@gpu_test
+@pytest.mark.parametrize("activation", ["gelu", "silu", "tanh"])
+def test_activation_autocast_and_opcheck(activation):
+    x, w, b = make(16, 32, 8, torch.float32, requires_grad=True, device="cuda")
+    with torch.autocast("cuda"):
+        y = fusedmlp.linear(x, w, b, activation=activation)
+    assert y.dtype == torch.float16
+    y.float().sum().backward()
+    assert w.grad.dtype == torch.float32
+    torch.library.opcheck(torch.ops.fusedmlp.linear_act.default,
+                          (x.detach(), w.detach(), b.detach(), activation, 0.1))

@@ -1,11 +1,9 @@
 // The CPU backend of the fusedmlp ops: its dtype check and its GEMM (the shared
 // GemmProblem in the typed form gemm.h computes); linear_ops.cpp does the rest.
-#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
 
 #include "cpu/gemm.h"
-#include "cpu/vec_activation.h"
 #include "linear_ops.h"
 
 namespace fusedmlp::cpu {
@@ -54,32 +52,20 @@ void cpu_gemm(DType dtype, const fusedmlp::GemmProblem& problem, const at::Tenso
   }
 }
 
-template <typename T>
-void typed_activation_grad(Activation act, T slope, int order, int64_t count, const T* g,
-                           const T* s, T* out) {
-  visit_activation(act, [&](auto a) {
-    using A = decltype(a);
-    at::parallel_for(0, count, 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i)
-        out[i] = order == 1 ? grad_scalar<A>(g[i], s[i], slope)
-                            : grad2_scalar<A>(g[i], s[i], slope);
-    });
-  });
-}
-
 void cpu_activation_grad(DType dtype, Activation act, double slope, int order, int64_t count,
                          const void* g, const void* s, void* out, const at::Tensor& /*like*/) {
   if (dtype == DType::f32) {
-    typed_activation_grad<float>(act, static_cast<float>(slope), order, count,
-                                 static_cast<const float*>(g), static_cast<const float*>(s),
-                                 static_cast<float*>(out));
+    elementwise_grad(static_cast<const float*>(g), static_cast<const float*>(s),
+                     static_cast<float*>(out), count, act, static_cast<float>(slope), order);
   } else {
-    typed_activation_grad<double>(act, slope, order, count, static_cast<const double*>(g),
-                                  static_cast<const double*>(s), static_cast<double*>(out));
+    elementwise_grad(static_cast<const double*>(g), static_cast<const double*>(s),
+                     static_cast<double*>(out), count, act, slope, order);
   }
 }
 
-constexpr Backend kCpu{&cpu_dtype, &cpu_gemm, &cpu_activation_grad};
+// derive_once: the exp/erf/tanh derivatives cost more than the GEMMs' packing would
+// repeat them (each GEMM packs grad_y once per column block): computed once instead.
+constexpr Backend kCpu{&cpu_dtype, &cpu_gemm, &cpu_activation_grad, /*derive_once=*/true};
 
 }  // namespace
 

@@ -290,6 +290,15 @@ double fma_peak_gflops() {
 }
 
 template <typename T>
+void elementwise_grad(const T* g, const T* s, T* out, int64_t count, Activation act, T slope,
+                      int order) {
+  const MicroKernel<T> uk = active_microkernel<T>();
+  at::parallel_for(0, count, 16384, [&](int64_t begin, int64_t end) {
+    uk.elementwise_grad(g + begin, s + begin, out + begin, end - begin, act, slope, order);
+  });
+}
+
+template <typename T>
 void derived_row_sums(const GemmProblem<T>& pb) {
   const Activation act = pb.a_saved.data ? pb.a_act : Activation::identity;
   visit_activation(act, [&](auto a) {
@@ -308,6 +317,10 @@ void derived_row_sums(const GemmProblem<T>& pb) {
 
 template void gemm<float>(const GemmProblem<float>&);
 template void gemm<double>(const GemmProblem<double>&);
+template void elementwise_grad<float>(const float*, const float*, float*, int64_t, Activation,
+                                      float, int);
+template void elementwise_grad<double>(const double*, const double*, double*, int64_t,
+                                       Activation, double, int);
 template void derived_row_sums<float>(const GemmProblem<float>&);
 template void derived_row_sums<double>(const GemmProblem<double>&);
 

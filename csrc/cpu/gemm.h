@@ -52,6 +52,12 @@ void gemm(const GemmProblem<T>& problem);
 // benchmark's ceilings and "% of FMA peak" columns are taken against it.
 double fma_peak_gflops();
 
+// out[i] = g[i] * act'(s[i]) (order 1) or g[i] * d act'(s[i]) / ds (order 2) for count
+// contiguous values, on the active ISA's vectors and all threads.
+template <typename T>
+void elementwise_grad(const T* g, const T* s, T* out, int64_t count, Activation act, T slope,
+                      int order);
+
 // pb.a_row_sums[r] = sum over c of A(r, c) (derived as in GemmProblem), for when no GEMM
 // runs.
 template <typename T>

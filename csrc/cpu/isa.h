@@ -80,6 +80,11 @@ struct MicroKernel {
   // The forward epilogue on a finished rows x cols block of C (row stride ldc) in place:
   // the dot-product path's, which applies it once per block rather than per 4-column tile.
   void (*activate)(T* c, int64_t ldc, int rows, int cols, TileEpilogue<T> epilogue);
+  // out[i] = g[i] * act'(s[i]) (order 1) or g[i] * d act'(s[i]) / ds (order 2), i < count:
+  // the backward's derivative computed once where it is too dear to recompute at every
+  // load of grad_y, and the double backward's elementwise factors.
+  void (*elementwise_grad)(const T* g, const T* s, T* out, int64_t count, Activation act,
+                           T slope, int order);
   // Runs `rounds` of 12 independent vector FMA chains; returns the flops done.
   double (*fma_probe)(int64_t rounds);
 };

@@ -184,6 +184,25 @@ void activate_block(typename V::T* c, int64_t ldc, int rows, int cols,
   });
 }
 
+// MicroKernel::elementwise_grad, a vector at a time.
+template <class V>
+void elementwise_grad(const typename V::T* g, const typename V::T* s, typename V::T* out,
+                      int64_t count, Activation act, typename V::T slope, int order) {
+  constexpr int W = V::width;
+  visit_activation(act, [&](auto a) {
+    using A = decltype(a);
+    for (int64_t i = 0; i < count; i += W) {
+      const int n = count - i < W ? static_cast<int>(count - i) : W;
+      const typename V::Reg gv = n == W ? V::load(g + i) : V::load_partial(g + i, n);
+      const typename V::Reg sv = n == W ? V::load(s + i) : V::load_partial(s + i, n);
+      const typename V::Reg r = order == 1 ? grad_vec<V, A>(gv, sv, slope)
+                                           : grad2_vec<V, A>(gv, sv, slope);
+      if (n == W) V::store(out + i, r);
+      else V::store_partial(out + i, r, n);
+    }
+  });
+}
+
 // The FMA throughput of one core on this ISA's vectors: `rounds` x 12 independent
 // multiply-add chains (as many as the micro-kernels keep), nothing loaded or stored.
 // Returns the flops done; the benchmark's ceilings divide by the resulting GF/s.
@@ -220,7 +239,8 @@ template <class V, int MR, int NV, int DOT_MR>
 MicroKernel<typename V::T> make_microkernel() {
   static_assert(kDotNR == 4, "sum4 reduces four accumulators");
   return {MR, NV * V::width, &microkernel<V, MR, NV>, 0, nullptr, nullptr, nullptr, DOT_MR,
-          &dot_microkernel<V, DOT_MR>, &activate_block<V>, &fma_probe<V>};
+          &dot_microkernel<V, DOT_MR>, &activate_block<V>, &elementwise_grad<V>,
+          &fma_probe<V>};
 }
 
 }  // namespace

@@ -177,5 +177,14 @@ typename V::Reg grad_vec(typename V::Reg g, typename V::Reg saved, typename V::T
       g, saved, slope);
 }
 
+template <class V, class A>
+typename V::Reg grad2_vec(typename V::Reg g, typename V::Reg saved, typename V::T slope) {
+  return apply<V, A>(
+      [](auto math, auto g_, auto s_, auto slope_) {
+        return A::template grad2<decltype(math)>(g_, s_, slope_);
+      },
+      g, saved, slope);
+}
+
 }  // namespace
 }  // namespace fusedmlp::cpu

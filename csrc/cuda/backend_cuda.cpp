@@ -64,7 +64,7 @@ void cuda_activation_grad(DType dtype, Activation act, double slope, int order, 
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-constexpr Backend kCuda{&cuda_dtype, &cuda_gemm, &cuda_activation_grad};
+constexpr Backend kCuda{&cuda_dtype, &cuda_gemm, &cuda_activation_grad, /*derive_once=*/false};
 
 }  // namespace
 
