@@ -10,11 +10,22 @@ Knobs (environment variables):
   MAX_JOBS                parallel compile jobs (honoured by torch's ninja build)
   FUSEDMLP_DEBUG=1        -O0 -g build
   FUSEDMLP_SANITIZE=1     AddressSanitizer + UBSan build (`make sanitize` runs the suite on it)
+  FUSEDMLP_OPENMP=0|1     force OpenMP off / on (default: on when the C++ compiler links an
+                          OpenMP program with -fopenmp; MSVC: /openmp)
+  CXX                     the C++ compiler (torch's default: c++, or cl on Windows)
+
+Compilers: GCC and clang get -fopenmp when it works; Apple clang without libomp gets no
+OpenMP (then, with torch's OpenMP builds, at::parallel_for runs the kernels on one thread);
+MSVC gets its own flags. Only GCC on Linux is tested.
 """
 import glob
 import os
+import shlex
 import shutil
+import subprocess
+import sys
 import sysconfig
+import tempfile
 
 from setuptools import find_packages, setup
 
@@ -95,26 +106,79 @@ def _cpu_sources(arch):
     return sorted(src for src in sources if src not in other_arch)
 
 
-def _extension():
-    cpu_sources = _cpu_sources(_target_arch())
-    cuda_sources = sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
-    with_cuda = _want_cuda(cuda_sources)
+def _is_msvc():
+    # torch's BuildExtension supports only MSVC on Windows.
+    return sys.platform == "win32"
 
+
+def _openmp_works(flag):
+    """Whether the C++ compiler torch will run ($CXX, else c++) compiles and links an OpenMP
+    program with `flag`: GCC and LLVM clang do; Apple clang without libomp does not."""
+    cxx = shlex.split(os.environ.get("CXX", "c++"))
+    program = "#include <omp.h>\nint main() { return omp_get_max_threads() > 0 ? 0 : 1; }\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "omp_probe.cpp")
+        with open(src, "w") as f:
+            f.write(program)
+        try:
+            result = subprocess.run(cxx + [flag, src, "-o", os.path.join(tmp, "omp_probe")],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        except OSError:
+            return False
+    return result.returncode == 0
+
+
+def _want_openmp(flag):
+    forced = os.environ.get("FUSEDMLP_OPENMP", "").strip()
+    if forced not in ("", "0", "1"):
+        raise RuntimeError(f"FUSEDMLP_OPENMP must be 0, 1 or unset, got {forced!r}")
+    if forced:
+        return forced == "1"
+    if _is_msvc() or _openmp_works(flag):
+        return True
+    print(f"fusedmlp: the C++ compiler cannot link OpenMP ({flag}); building without it, so "
+          "with an OpenMP build of torch the CPU kernels run on one thread (install libomp, "
+          "or set CXX to a compiler with OpenMP)", file=sys.stderr)
+    return False
+
+
+def _cxx_flags():
+    """(compile flags, link flags) for the host C++ compiler.
+
+    OpenMP: at::parallel_for is an inline template that only runs in parallel when the
+    extension itself is compiled with OpenMP (torch's CPU builds use OpenMP; the runtime torch
+    already loaded is reused). Without it the build still works and at::parallel_for runs
+    serially, unless torch uses its native thread pool (AT_PARALLEL_NATIVE)."""
     debug = os.environ.get("FUSEDMLP_DEBUG") == "1"
     sanitize = os.environ.get("FUSEDMLP_SANITIZE") == "1"
+    if _is_msvc():
+        if sanitize:
+            raise RuntimeError("FUSEDMLP_SANITIZE=1 needs GCC or clang")
+        # torch adds /MD, /EHsc and its /wd list; /W3 is MSVC's usual level (-Wall there
+        # would be /Wall, every warning of the standard library and torch's headers too).
+        cxx = ["/Od", "/Zi"] if debug else ["/O2"]
+        cxx += ["/W3"] + (["/openmp"] if _want_openmp("/openmp") else [])
+        return cxx, []
     cxx = ["-O0", "-g"] if debug else ["-O3"]
-    # -fopenmp: at::parallel_for is an inline template that only runs in parallel when the
-    # extension itself is compiled with OpenMP (torch's CPU build uses OpenMP; the libgomp
-    # torch loads is reused by soname).
-    cxx += ["-fvisibility=hidden", "-Wall", "-fopenmp"]
-    ldflags = ["-fopenmp"]
+    openmp = ["-fopenmp"] if _want_openmp("-fopenmp") else []
+    cxx += ["-fvisibility=hidden", "-Wall"] + openmp
+    ldflags = list(openmp)
     if sanitize:
         san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
                "-fno-omit-frame-pointer", "-g"]
         cxx += san
         ldflags += san
+    return cxx, ldflags
+
+
+def _extension():
+    cpu_sources = _cpu_sources(_target_arch())
+    cuda_sources = sorted(glob.glob("csrc/cuda/*.cu") + glob.glob("csrc/cuda/*.cpp"))
+    with_cuda = _want_cuda(cuda_sources)
+
+    cxx, ldflags = _cxx_flags()
     macros = [("FUSEDMLP_WITH_CUDA", "1")] if with_cuda else []
-    # The module is initialised by our own PyInit__C (csrc/fusedmlp.cpp), not pybind11.
+    # csrc/python_module.cpp defines the module (pybind11); csrc/fusedmlp.cpp the op schemas.
     common = dict(
         name="fusedmlp._C",
         include_dirs=[os.path.join(HERE, "csrc")],

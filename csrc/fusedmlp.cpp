@@ -1,15 +1,8 @@
 // The one schema file: every fusedmlp op is declared here; each backend registers its
-// kernels in its own TORCH_LIBRARY_IMPL (cpu/linear_relu_cpu.cpp, cuda/..., autograd.cpp).
-// Also the Python module fusedmlp._C (plain C API, no pybind11: it only has to load the
-// library, which registers the ops, and report build facts).
-#include <Python.h>
+// kernels in its own TORCH_LIBRARY_IMPL (cpu/backend_cpu.cpp, cuda/backend_cuda.cpp,
+// cuda/autocast.cpp, autograd.cpp).
+// The Python module fusedmlp._C itself is python_module.cpp.
 #include <torch/library.h>
-
-#include <stdexcept>
-
-#include "cpu/gemm.h"
-#include "cpu/isa.h"
-#include "linear_ops.h"
 
 TORCH_LIBRARY(fusedmlp, m) {
   // y = relu(x @ weight.T + bias); x: (..., in_features), weight: (out_features, in_features),
@@ -55,74 +48,3 @@ TORCH_LIBRARY(fusedmlp, m) {
       "int order) -> Tensor",
       {at::Tag::pt2_compliant_tag});
 }
-
-namespace {
-
-using fusedmlp::cpu::Isa;
-
-// A C++ exception must not cross into Python's C API: turn it into a ValueError.
-template <typename Fn>
-PyObject* as_value_error(Fn fn) {
-  try {
-    return fn();
-  } catch (const std::exception& e) {
-    PyErr_SetString(PyExc_ValueError, e.what());
-    return nullptr;
-  }
-}
-
-PyObject* cpu_isa(PyObject*, PyObject*) {
-  return as_value_error([] {
-    return PyUnicode_FromString(fusedmlp::cpu::isa_name(fusedmlp::cpu::active_isa()));
-  });
-}
-
-PyObject* best_cpu_isa(PyObject*, PyObject*) {
-  return PyUnicode_FromString(fusedmlp::cpu::isa_name(fusedmlp::cpu::best_isa()));
-}
-
-PyObject* set_cpu_isa(PyObject*, PyObject* arg) {
-  const char* name = PyUnicode_AsUTF8(arg);
-  if (name == nullptr) return nullptr;
-  return as_value_error([name] {
-    fusedmlp::cpu::set_active_isa(fusedmlp::cpu::parse_isa(name));
-    Py_RETURN_NONE;
-  });
-}
-
-PyObject* fma_peak_gflops(PyObject*, PyObject*) {
-  return as_value_error([] { return PyFloat_FromDouble(fusedmlp::cpu::fma_peak_gflops()); });
-}
-
-PyObject* cuda_built(PyObject*, PyObject*) {
-#ifdef FUSEDMLP_WITH_CUDA
-  Py_RETURN_TRUE;
-#else
-  Py_RETURN_FALSE;
-#endif
-}
-
-PyObject* activation_names(PyObject*, PyObject*) {
-  return as_value_error(
-      [] { return PyUnicode_FromString(fusedmlp::activation_names().c_str()); });
-}
-
-PyMethodDef methods[] = {
-    {"cpu_isa", cpu_isa, METH_NOARGS, "The ISA of the CPU micro-kernels in use."},
-    {"best_cpu_isa", best_cpu_isa, METH_NOARGS, "The best ISA this CPU supports."},
-    {"set_cpu_isa", set_cpu_isa, METH_O,
-     "Use the 'generic', 'avx2' or 'avx512' CPU micro-kernels (ValueError if unsupported)."},
-    {"cuda_built", cuda_built, METH_NOARGS, "Whether the CUDA kernels were compiled in."},
-    {"activation_names", activation_names, METH_NOARGS,
-     "The activations of csrc/activation.h, comma separated, in enum order."},
-    {"fma_peak_gflops", fma_peak_gflops, METH_NOARGS,
-     "float32 FMA peak (GF/s) of the active CPU ISA on all torch threads, measured now."},
-    {nullptr, nullptr, 0, nullptr}};
-
-PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",
-                          "fusedmlp's compiled kernels; importing it registers the ops.", -1,
-                          methods};
-
-}  // namespace
-
-PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&module_def); }

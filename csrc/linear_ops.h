@@ -13,6 +13,7 @@
 #include <string>
 #include <tuple>
 
+#include "activation_names.h"
 #include "gemm_problem.h"
 
 namespace fusedmlp {
@@ -36,8 +37,6 @@ struct Backend {
 
 // "relu" -> Activation::relu; an unknown name is an error from `op` listing the valid ones.
 Activation parse_activation(const char* op, c10::string_view name);
-// The valid names (activation.h's), comma separated, in enum order.
-std::string activation_names();
 
 // y = act(x · Wᵀ + b). With `pre` non-null, also returns z = x · Wᵀ + b in *pre.
 at::Tensor forward(const Backend& backend, const char* op, const at::Tensor& x,

@@ -26,11 +26,12 @@ sources_for() {
     2>/dev/null
 }
 
-# The harness links the CPU sources that need no torch: all but those including torch
-# headers (ATen/Parallel.h, which gemm.cpp uses, comes from tests/native/shim).
+# The harness links the CPU sources that need neither torch nor Python: all but those
+# including torch or pybind11 headers (ATen/Parallel.h, which gemm.cpp uses, comes from
+# tests/native/shim).
 harness_sources() {
   for src in $(sources_for "$1"); do
-    grep -qE '#include <(torch|c10)/|#include <ATen/[^P]' "$src" || echo "$src"
+    grep -qE '#include <(torch|c10|pybind11)/|#include <ATen/[^P]' "$src" || echo "$src"
   done
 }
 

@@ -1,6 +1,13 @@
 // AVX2 + FMA micro-kernels (Haswell and later, AMD Zen). Compiled for AVX2 only here.
+// GCC: the target pragma covers everything below. clang has no `#pragma GCC target`; it
+// pushes the same target attribute onto every function below (popped at the end).
+#if defined(__clang__)
+#include <immintrin.h>
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#else
 #pragma GCC target("avx2,fma")
 #include <immintrin.h>
+#endif
 
 #include "cpu/isa.h"
 #include "cpu/microkernel.h"
@@ -320,3 +327,7 @@ MicroKernels avx2_microkernels() {
 }
 
 }  // namespace fusedmlp::cpu
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif

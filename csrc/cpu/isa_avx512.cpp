@@ -1,8 +1,15 @@
 // AVX-512 micro-kernels. Only this unit is compiled for AVX-512 (see isa.h for why it
 // includes nothing but intrinsics and our plain headers); it runs only when best_isa()
 // says the CPU has AVX-512F.
+// GCC: the target pragma covers everything below. clang has no `#pragma GCC target`; it
+// pushes the same target attribute onto every function below (popped at the end).
+#if defined(__clang__)
+#include <immintrin.h>
+#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
+#else
 #pragma GCC target("avx512f,avx2,fma")
 #include <immintrin.h>
+#endif
 
 #include "cpu/isa.h"
 #include "cpu/microkernel.h"
@@ -109,3 +116,7 @@ MicroKernels avx512_microkernels() {
 }
 
 }  // namespace fusedmlp::cpu
+
+#if defined(__clang__)
+#pragma clang attribute pop
+#endif

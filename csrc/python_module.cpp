@@ -1,0 +1,51 @@
+// The Python module fusedmlp._C: loading it loads the library, whose static initialisers
+// register the ops (schemas in fusedmlp.cpp); its few functions report build facts and
+// choose the CPU micro-kernels. Bound with pybind11 (torch ships its headers); only
+// <pybind11/pybind11.h> is included, not torch/extension.h, so this unit compiles quickly.
+// Errors: the std::invalid_argument our functions throw become ValueError (pybind11's
+// standard translation), with the C++ message.
+#include <pybind11/pybind11.h>
+
+#include <string>
+
+#include "activation_names.h"
+#include "cpu/gemm.h"
+#include "cpu/isa.h"
+
+namespace {
+
+namespace cpu = fusedmlp::cpu;
+
+constexpr bool kCudaBuilt =
+#ifdef FUSEDMLP_WITH_CUDA
+    true;
+#else
+    false;
+#endif
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  m.doc() = "fusedmlp's compiled kernels; importing it registers the ops.";
+  m.def(
+      "cpu_isa", [] { return cpu::isa_name(cpu::active_isa()); },
+      "The ISA of the CPU micro-kernels in use (ValueError if FUSEDMLP_CPU_ISA names one "
+      "this build or CPU cannot run).");
+  m.def(
+      "best_cpu_isa", [] { return cpu::isa_name(cpu::best_isa()); },
+      "The best ISA this build and CPU support.");
+  m.def(
+      "set_cpu_isa",
+      [](const std::string& name) { cpu::set_active_isa(cpu::parse_isa(name.c_str())); },
+      pybind11::arg("name"),
+      "Use the 'generic', 'avx2' or 'avx512' (x86) or 'neon' (64-bit Arm) CPU micro-kernels "
+      "(ValueError if the name is unknown or this build or CPU cannot run them).");
+  m.def(
+      "cuda_built", [] { return kCudaBuilt; }, "Whether the CUDA kernels were compiled in.");
+  m.def("activation_names", &fusedmlp::activation_names,
+        "The activations of csrc/activation.h, comma separated, in enum order.");
+  // The probe runs for a while on every torch thread: other Python threads may run meanwhile.
+  m.def("fma_peak_gflops", &cpu::fma_peak_gflops,
+        pybind11::call_guard<pybind11::gil_scoped_release>(),
+        "float32 FMA peak (GF/s) of the active CPU ISA on all torch threads, measured now.");
+}
