@@ -7,5 +7,5 @@ from ._info import info, set_cpu_isa
 from .nn import FusedLinear, FusedLinearReLU, FusedMLP
 from .ops import ACTIVATIONS, LinearReLUFunction, linear, linear_relu
 
-__all__ = ["linear_relu", "linear", "LinearReLUFunction", "ACTIVATIONS", "FusedLinearReLU", "FusedLinear",
-           "FusedMLP", "fuse", "FuseReport", "info", "set_cpu_isa"]
+__all__ = ["linear_relu", "linear", "LinearReLUFunction", "ACTIVATIONS", "FusedLinearReLU",
+           "FusedLinear", "FusedMLP", "fuse", "FuseReport", "info", "set_cpu_isa"]

@@ -352,7 +352,8 @@ def test_fused_mlp_activation_and_sequential_round_trip(activation, module):
 def test_fused_linear_repr_and_from_linear():
     linear = torch.nn.Linear(6, 3)
     layer = fusedmlp.FusedLinear.from_linear(linear, activation="leaky_relu", negative_slope=0.2)
-    assert layer.weight is linear.weight and "activation=leaky_relu, negative_slope=0.2" in repr(layer)
+    assert layer.weight is linear.weight
+    assert "activation=leaky_relu, negative_slope=0.2" in repr(layer)
     x = torch.randn(4, 6)
     torch.testing.assert_close(layer(x), F.leaky_relu(linear(x), 0.2))
     assert "activation" not in repr(fusedmlp.FusedLinear(6, 3))

@@ -149,6 +149,7 @@ void run_packed(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocki
   // Full NR-column panels of a row-major B are read in place; only the edge panel is
   // packed (zero padded).
   const bool b_in_place = reads_b_in_place(pb.b);
+  const bool has_epilogue = pb.act != Activation::identity || pb.c_pre;
   const int64_t nc_in_place = b_in_place ? nc / uk.nr * uk.nr : 0;
   int64_t p0 = 0;
   do {  // runs once when k == 0: C is then the epilogue of the bias alone
@@ -165,6 +166,7 @@ void run_packed(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocki
         const int64_t a_k_stride = pack_a ? uk.mr : 1;
         for (int64_t jr = 0; jr < nc; jr += uk.nr) {
           const bool in_place = jr < nc_in_place;
+          const TileEpilogue<T> epilogue = tile_epilogue(pb, i0 + ir, j0 + jr);
           const T* b = in_place ? &pb.b.data[p0 * pb.b.row_stride + j0 + jr]
                                 : b_packed + (jr - nc_in_place) * kc;
           uk.run(kc, a, a_row_stride, a_k_stride, b, in_place ? pb.b.row_stride : uk.nr,
@@ -172,7 +174,7 @@ void run_packed(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocki
                  static_cast<int>(std::min<int64_t>(uk.mr, mc - ir)),
                  static_cast<int>(std::min<int64_t>(uk.nr, nc - jr)),
                  bias_padded ? bias_padded + j0 + jr : nullptr, !first,
-                 last ? tile_epilogue(pb, i0 + ir, j0 + jr) : TileEpilogue<T>{});
+                 last && has_epilogue ? &epilogue : nullptr);
         }
       }
     }

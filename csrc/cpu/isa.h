@@ -46,15 +46,17 @@ struct SavedOperand {
 // b: kc x NR, b[p * ldb + j]: a packed panel (ldb = NR, zero padded) or, for a full
 // panel of a row-major B, B itself (ldb = its row stride).
 // init is the tile of C itself when `accumulate` (a later K block), else `bias` (NR
-// values, zero padded; may be null for zero). `epilogue` (the last K block only) applies
-// the activation and stores the pre-activation; pre points at the tile like c.
+// values, zero padded; may be null for zero). `epilogue` (the last K block only; null:
+// none) applies the activation and stores the pre-activation; pre points at the tile
+// like c. A pointer, not a value: a 24-byte argument would be built on the stack at every
+// tile.
 template <typename T>
 struct MicroKernel {
   int mr;
   int nr;
   void (*run)(int64_t kc, const T* a, int64_t a_row_stride, int64_t a_k_stride, const T* b,
               int64_t ldb, T* c, int64_t ldc, int m_valid, int n_valid, const T* bias,
-              bool accumulate, TileEpilogue<T> epilogue);
+              bool accumulate, const TileEpilogue<T>* epilogue);
   // Packing helper for B = W^T: transposes a tile x tile block,
   // dst[p * dst_ld + j] = src[j * src_ld + p]. Null (tile 0) where plain C++ does as well.
   int transpose_tile;

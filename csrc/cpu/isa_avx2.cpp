@@ -83,7 +83,9 @@ struct F64x4 {
   static Mask gt(Reg a, Reg b) { return _mm256_cmp_pd(a, b, _CMP_GT_OQ); }
   static Mask unord(Reg a, Reg b) { return _mm256_cmp_pd(a, b, _CMP_UNORD_Q); }
   static Reg select(Mask m, Reg a, Reg b) { return _mm256_blendv_pd(b, a, m); }
-  static Reg round(Reg v) { return _mm256_round_pd(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+  static Reg round(Reg v) {
+    return _mm256_round_pd(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  }
   // r * 2^n: n's exponent bits built directly (n integral, |n| <= 1022).
   static Reg scale2(Reg r, Reg n) {
     const __m256i e = _mm256_add_epi64(_mm256_cvtepi32_epi64(_mm256_cvtpd_epi32(n)),

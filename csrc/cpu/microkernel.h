@@ -17,9 +17,10 @@ namespace fusedmlp::cpu {
 namespace {  // NOLINT: see above
 
 // Stores an MR x NV-vector register tile; edges masked, never written past
-// n_valid / m_valid.
+// n_valid / m_valid. Always inlined: as a call it would spill the accumulators to memory
+// at every tile (measured: ReLU backward +5-10% at 64 rows).
 template <class V, int MR, int NV>
-void store_tile(typename V::T* c, int64_t ldc, int m_valid, int n_valid,
+__attribute__((always_inline)) inline void store_tile(typename V::T* c, int64_t ldc, int m_valid, int n_valid,
                 const typename V::Reg (&acc)[MR][NV]) {
   constexpr int W = V::width;
   if (n_valid == NV * W) {
@@ -39,8 +40,10 @@ void store_tile(typename V::T* c, int64_t ldc, int m_valid, int n_valid,
 }
 
 // The activation on every register of a tile (the switch over activations runs once).
+// Kept out of line: its eight bodies would bloat the micro-kernel (called only when there
+// is an activation, on the last K block).
 template <class V, int MR, int NV>
-void activate_tile(typename V::Reg (&acc)[MR][NV], Activation act, typename V::T slope) {
+__attribute__((noinline)) void activate_tile(typename V::Reg (&acc)[MR][NV], Activation act, typename V::T slope) {
   visit_activation(act, [&](auto a) {
     using A = decltype(a);
     if constexpr (!std::is_same_v<A, Act<Activation::identity>>) {
@@ -57,7 +60,7 @@ template <class V, int MR, int NV>
 void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64_t a_k_stride,
                  const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc, int m_valid,
                  int n_valid, const typename V::T* bias, bool accumulate,
-                 TileEpilogue<typename V::T> epilogue) {
+                 const TileEpilogue<typename V::T>* epilogue) {
   constexpr int W = V::width;
   typename V::Reg acc[MR][NV];
   // Rows past m_valid (an edge tile of unpacked A) re-read the last valid row: never out
@@ -96,8 +99,23 @@ void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64
   }
 
   // The single store of the tile (and of its pre-activation, when backward needs it).
-  if (epilogue.pre) store_tile<V, MR, NV>(epilogue.pre, ldc, m_valid, n_valid, acc);
-  activate_tile<V, MR, NV>(acc, epilogue.act, epilogue.slope);
+  if (epilogue) {
+    if (epilogue->pre) store_tile<V, MR, NV>(epilogue->pre, ldc, m_valid, n_valid, acc);
+    if (epilogue->act != Activation::identity) {
+      // Through a copy: passing acc itself to the out-of-line call would keep it in
+      // memory on every path (GCC spilled all accumulators after the K loop).
+      typename V::Reg tile[MR][NV];
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j) tile[i][j] = acc[i][j];
+      activate_tile<V, MR, NV>(tile, epilogue->act, epilogue->slope);
+#pragma GCC unroll 32
+      for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; ++j) acc[i][j] = tile[i][j];
+    }
+  }
   store_tile<V, MR, NV>(c, ldc, m_valid, n_valid, acc);
 }
 

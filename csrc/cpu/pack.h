@@ -15,8 +15,8 @@ namespace fusedmlp::cpu {
 constexpr int kMaxMR = 16;
 
 // Packs rows [i0, i0+mc) x cols [p0, p0+kc) of A into MR-row panels, k-major, zero padded,
-// applying pb.a_saved's derivative when set and adding each row's sum to row_sums when given (the first
-// K block stores it). Each row's sum runs over k in ascending order whichever loop order
+// applying pb.a_saved's derivative when set and adding each row's sum to row_sums when
+// given (the first K block stores it). Each row's sum runs over k in ascending order whichever loop order
 // is used (deterministic, same result).
 template <typename T>
 void pack_a_block(const GemmProblem<T>& pb, int64_t i0, int64_t mc, int64_t p0, int64_t kc,

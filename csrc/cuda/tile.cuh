@@ -104,9 +104,10 @@ __device__ __forceinline__ void write_chunk(T* tile, int pitch, int row, int col
 }
 
 // Loads a OUTER x K tile of a TileOperand into registers (zero outside the matrix, the
-// activation derivative applied if a saved operand is given), then hands each chunk to a caller-supplied
-// store(outer, k, along_outer, chunk) (chunk = kVec elements from (outer, k) along the
-// outer dimension or along k), so each kernel picks its own shared layout.
+// activation derivative applied if a saved operand is given), then hands each chunk to a
+// caller-supplied store(outer, k, along_outer, chunk) (chunk = kVec elements from
+// (outer, k) along the outer dimension or along k), so each kernel picks its own shared
+// layout.
 // Split in load() / store() so the global loads of the next tile are in flight while
 // the current one is multiplied.
 template <typename T, int OUTER, int K, int THREADS>
