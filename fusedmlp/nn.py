@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .ops import check_activation, linear, linear_relu
+from .ops import _mlp as _mlp_op
 
 __all__ = ["FusedLinearReLU", "FusedLinear", "FusedMLP"]
 
@@ -184,6 +185,46 @@ class FusedMLP(nn.Sequential):
         self.out_features = out_features
         self.register_load_state_dict_pre_hook(_load_layers_keys)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The whole stack as one op (one C++ call each way, one autograd node) while the
+        # modules are the plain chain; per layer (nn.Sequential) once a slot holds
+        # something else or a hook must see the layers' calls.
+        chain = self._plain_chain()
+        if chain is None:
+            return super().forward(x)
+        return _mlp_op(x, *chain)[0]
+
+    def _plain_chain(self):
+        """(weights, biases, activations, negative_slopes) of the ``mlp`` op when the
+        modules are fused layers (exactly FusedLinearReLU / FusedLinear) with
+        ``nn.Identity`` between them and no hooks on any of them (nor global module hooks),
+        else None."""
+        if _global_module_hooks():
+            return None
+        weights, biases, activations, slopes = [], [], [], []
+        for i, module in enumerate(self._modules.values()):
+            if (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                    or module._backward_pre_hooks):
+                return None
+            kind = type(module)
+            if i % 2 == 1:
+                if kind is not nn.Identity:
+                    return None
+                continue
+            if kind is FusedLinearReLU:
+                activations.append("relu")
+                slopes.append(0.01)
+            elif kind is FusedLinear:
+                activations.append(module.activation)
+                slopes.append(module.negative_slope)
+            else:
+                return None
+            weights.append(module.weight)
+            biases.append(module.bias)
+        if len(weights) * 2 - 1 != len(self._modules):  # ends with an Identity, or empty
+            return None
+        return weights, biases, activations, slopes
+
     @property
     def layers(self) -> List[nn.Module]:
         """The layers with weights: one fused layer per hidden layer, then ``FusedLinear``."""
@@ -229,6 +270,14 @@ class FusedMLP(nn.Sequential):
                           else FusedLinear.from_linear(layer, activation, slope))
         mlp[len(mlp) - 1] = FusedLinear.from_linear(linears[-1])
         return mlp.train(seq.training)
+
+
+def _global_module_hooks() -> bool:
+    """Whether any global module hook (nn.modules.module.register_module_forward_hook, ...)
+    is registered: it must see each layer's call."""
+    module = nn.modules.module
+    return bool(module._global_forward_hooks or module._global_forward_pre_hooks
+                or module._global_backward_hooks or module._global_backward_pre_hooks)
 
 
 def _load_layers_keys(module, state_dict, prefix, *args) -> None:
