@@ -108,7 +108,9 @@ MlpOutputs mlp_forward(const Backend& backend, const char* op, const at::Tensor&
   // and the pre-activations that backward needs; all contiguous (rows, width).
   std::vector<at::Tensor> outputs, pre;
   std::vector<at::Tensor> pre_of(count);
-  int64_t bytes_per_row = x2.size(1), macs_per_row = 0;
+  // A block's rows of x are read once whatever the blocking; what should stay in cache is
+  // what one layer writes and the next reads back: the outputs (and saved pre-activations).
+  int64_t bytes_per_row = 0, macs_per_row = 0;
   for (size_t l = 0; l < count; ++l) {
     const int64_t width = weights[l].size(0);
     outputs.push_back(at::empty({rows, width}, x.options()));

@@ -81,12 +81,13 @@ void cpu_activation_grad(DType dtype, Activation act, double slope, int order, i
   }
 }
 
-// The whole-MLP forward's row blocks: one block's activations in every layer (its rows of
-// x, of each hidden output and saved pre-activation, of y) take at most kMlpBlockBytes, so
-// they stay in L2 while the block runs through the layers: a quarter of the smallest
+// The whole-MLP forward's row blocks: what one block writes in every layer (its rows of
+// each hidden output, saved pre-activation and y) takes at most kMlpBlockBytes, so each
+// layer's output is still in L2 when the next layer reads it: a quarter of the smallest
 // per-core L2 seen on the project's machines (Zen 3, 512 KiB), leaving room for the
-// weights streaming past. At most kMlpMaxBlockRows rows: the dot-product forward's limit
-// (gemm.cpp), so every block's GEMMs read x and W in place. The block size depends on the
+// weights and x streaming past. At most kMlpMaxBlockRows rows: the dot-product forward's
+// limit (gemm.cpp), so every block's GEMMs read x and W in place. A batch of up to a block
+// (784-128-10 fp32: 224 rows) runs as the per-layer ops do. The block size depends on the
 // shapes only, never on the thread count, so results are the same for any thread count.
 constexpr int64_t kMlpBlockBytes = 128 * 1024;
 constexpr int64_t kMlpMaxBlockRows = 512;
