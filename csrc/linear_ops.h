@@ -35,9 +35,11 @@ struct Backend {
   // The whole-MLP forward's walk over the batch (mlp_ops.cpp): calls run(r0, r1) on row
   // ranges covering [0, rows), each range going through every layer before the next, in
   // any order or in parallel. bytes_per_row: what one row writes over all layers (its
-  // outputs and saved pre-activations); macs_per_row: its multiply-adds. nullptr: one range
-  // of all rows, i.e. layer by layer over the whole batch.
+  // outputs and saved pre-activations); macs_per_row: its multiply-adds; weight_bytes: all
+  // layers' weights, which every range reads; min_in_features: the smallest layer input.
+  // nullptr: one range of all rows, i.e. layer by layer over the whole batch.
   void (*for_row_blocks)(int64_t rows, int64_t bytes_per_row, int64_t macs_per_row,
+                         int64_t weight_bytes, int64_t min_in_features,
                          c10::function_ref<void(int64_t, int64_t)> run) = nullptr;
 };
 

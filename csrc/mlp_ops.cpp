@@ -7,6 +7,8 @@
 #include <ATen/ops/empty.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
+
 #include "checks.h"
 #include "linear_ops.h"
 
@@ -110,7 +112,8 @@ MlpOutputs mlp_forward(const Backend& backend, const char* op, const at::Tensor&
   std::vector<at::Tensor> pre_of(count);
   // A block's rows of x are read once whatever the blocking; what should stay in cache is
   // what one layer writes and the next reads back: the outputs (and saved pre-activations).
-  int64_t bytes_per_row = 0, macs_per_row = 0;
+  int64_t bytes_per_row = 0, macs_per_row = 0, weight_bytes = 0;
+  int64_t min_in_features = weights[0].size(1);
   for (size_t l = 0; l < count; ++l) {
     const int64_t width = weights[l].size(0);
     outputs.push_back(at::empty({rows, width}, x.options()));
@@ -121,6 +124,8 @@ MlpOutputs mlp_forward(const Backend& backend, const char* op, const at::Tensor&
       bytes_per_row += width;
     }
     macs_per_row += width * weights[l].size(1);
+    weight_bytes += width * weights[l].size(1) * x.element_size();
+    min_in_features = std::min(min_in_features, weights[l].size(1));
   }
   bytes_per_row *= x.element_size();
 
@@ -152,7 +157,8 @@ MlpOutputs mlp_forward(const Backend& backend, const char* op, const at::Tensor&
   };
   if (rows > 0) {
     if (backend.for_row_blocks != nullptr) {
-      backend.for_row_blocks(rows, bytes_per_row, macs_per_row, run);
+      backend.for_row_blocks(rows, bytes_per_row, macs_per_row, weight_bytes, min_in_features,
+                             run);
     } else {
       run(0, rows);
     }

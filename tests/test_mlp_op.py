@@ -133,10 +133,11 @@ def test_sizes_and_row_blocks(sizes, batch):
                                           activations_for("relu", len(weights)))
 
 
-def test_one_row_blocks_of_very_wide_layers():
-    """A row wider than the block budget: blocks of one row."""
-    weights, biases = make_layers([40000, 3, 2], torch.float32)
-    x = torch.randn(5, 40000, requires_grad=True)
+def test_weights_too_large_to_stream():
+    """Weights beyond the CPU's streaming budget (1 MiB): one block of all rows, each
+    layer over the whole batch (here 700 rows: the packed GEMM)."""
+    weights, biases = make_layers([600, 500, 3], torch.float32)
+    x = torch.randn(700, 600, requires_grad=True)
     check_against_per_layer_and_reference(x, weights, biases, ["gelu", "identity"])
 
 
