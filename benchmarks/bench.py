@@ -164,21 +164,26 @@ def add_ceilings(results):
         row["ceiling"] = row["eager_us"] / (row["gemm_flop"] / peak / 1e3 + row["fused_batch1_us"])
 
 
+def training_step(model, rows, loss_fn=nn.CrossEntropyLoss()):
+    """The seed's training step on `model` and a fixed random batch of `rows` images:
+    zero_grad, forward, CrossEntropyLoss, backward, SGD(lr=0.01) step."""
+    images = torch.randn(rows, 1, 28, 28)
+    labels = torch.randint(0, 10, (rows,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(images), labels)
+        loss.backward()
+        opt.step()
+    return step
+
+
 def bench_training_step(batch, min_run_time, with_compile):
     torch.manual_seed(0)
-    loss_fn = nn.CrossEntropyLoss()
 
     def make_step(model, rows=batch):
-        images = torch.randn(rows, 1, 28, 28)
-        labels = torch.randint(0, 10, (rows,))
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-
-        def step():
-            opt.zero_grad()
-            loss = loss_fn(model(images), labels)
-            loss.backward()
-            opt.step()
-        return step
+        return training_step(model, rows)
 
     plain = ClassicNet()
     # What a user runs: the same model with fc1+ReLU fused, fc2 on our kernels too (or not).
@@ -204,42 +209,38 @@ def bench_training_step(batch, min_run_time, with_compile):
     return row
 
 
-class FlattenThenMLP(nn.Module):
-    """The seed's network as flatten + a FusedMLP, run as one op or (per_layer) through
-    nn.Sequential's layer-by-layer forward of the same modules."""
+class PerLayerFusedMLP(fusedmlp.FusedMLP):
+    """FusedMLP that always runs its layers one by one (nn.Sequential's forward), as it does
+    when a slot holds another module: the per-layer baseline of the whole-MLP op."""
 
-    def __init__(self, mlp, per_layer):
+    def _plain_chain(self):
+        return None
+
+
+class FlattenThenMLP(nn.Module):
+    """The seed's network as flatten + an MLP module."""
+
+    def __init__(self, mlp):
         super().__init__()
         self.mlp = mlp
-        self.per_layer = per_layer
 
     def forward(self, x):
-        x = torch.flatten(x, 1)
-        return nn.Sequential.forward(self.mlp, x) if self.per_layer else self.mlp(x)
+        return self.mlp(torch.flatten(x, 1))
 
 
 def bench_mlp_op_step(batch, min_run_time):
     """The seed's training step with FusedMLP: whole-MLP op vs per layer vs eager."""
     torch.manual_seed(0)
     plain = ClassicNet()
-    mlp = fusedmlp.FusedMLP.from_sequential(nn.Sequential(plain.fc1, nn.ReLU(), plain.fc2))
-    loss_fn = nn.CrossEntropyLoss()
+    seq = nn.Sequential(plain.fc1, nn.ReLU(), plain.fc2)
+    mlp = fusedmlp.FusedMLP.from_sequential(seq)
+    per_layer = PerLayerFusedMLP.from_sequential(seq)
 
-    def make_step(model):
-        model = copy.deepcopy(model)
-        images = torch.randn(batch, 1, 28, 28)
-        labels = torch.randint(0, 10, (batch,))
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    def make_step(model):  # each on its own copy of the weights
+        return training_step(copy.deepcopy(model), batch)
 
-        def step():
-            opt.zero_grad()
-            loss = loss_fn(model(images), labels)
-            loss.backward()
-            opt.step()
-        return step
-
-    steps = {"eager": make_step(plain), "layers": make_step(FlattenThenMLP(mlp, True)),
-             "op": make_step(FlattenThenMLP(mlp, False))}
+    steps = {"eager": make_step(plain), "layers": make_step(FlattenThenMLP(per_layer)),
+             "op": make_step(FlattenThenMLP(mlp))}
     row = {"batch": batch}
     for name, t in interleaved_us(steps, min_run_time).items():
         row[f"{name}_us"] = t

@@ -149,6 +149,10 @@ class FusedMLP(nn.Sequential):
     ``state_dict`` keys are the plain model's (``0.weight``, ``2.weight``, ...): each loads
     the other's directly. ``layers`` lists the layers with weights; ``to_sequential()`` /
     ``from_sequential(seq)`` convert to and from the plain Sequential, sharing Parameters.
+
+    Its forward runs the whole stack as one op (:func:`fusedmlp.mlp`: one C++ call each
+    way, one autograd node) while the modules are that plain chain; once a slot holds
+    another module, or a hook must see the layers' calls, the layers run one by one.
     """
 
     def __init__(self, in_features: int, hidden_features: Sequence[int], out_features: int,
