@@ -506,3 +506,26 @@ def test_cuda_runs_the_op_and_autocast():
     with torch.autocast("cuda"):
         y = fusedmlp.mlp(x, weights, biases)
     assert y.dtype == torch.float16
+
+
+def test_fx_graph_calling_mlp_on_linear_parameters():
+    """What fuse() builds for a chain of nn.Linear layers (the seed's Net): a graph node
+    calling fusedmlp.mlp on the Linears' own parameters (get_attr), per-layer activations
+    as a list. Same output as the layers, the same state_dict keys, compiles fullgraph."""
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(20, 12), nn.ReLU(), nn.Linear(12, 4))
+    graph = torch.fx.Graph()
+    flat = graph.call_function(torch.flatten, (graph.placeholder("x"), 1))
+    weights = [graph.get_attr(f"{i}.weight") for i in (1, 3)]
+    biases = [graph.get_attr(f"{i}.bias") for i in (1, 3)]
+    graph.output(graph.call_function(fusedmlp.mlp, (flat, weights, biases),
+                                     {"activation": ["relu", "identity"]}))
+    fused = torch.fx.GraphModule(net, graph)
+    assert list(fused.state_dict()) == list(net.state_dict())
+    x = torch.randn(5, 4, 5)
+    torch.testing.assert_close(fused(x), net(x))
+    assert "mlp" in fusedmlp_ops_run(fused, x)
+    torch._dynamo.reset()
+    torch.testing.assert_close(torch.compile(fused, fullgraph=True, backend="aot_eager")(x), net(x))
+    traced = torch.fx.symbolic_trace(fused)  # fx traces the function down to the op
+    assert "torch.ops.fusedmlp.mlp.default" in traced.code
