@@ -313,7 +313,6 @@ at::Tensor forward_autograd(const char* op, const Call& call, const at::Tensor& 
   return LinearNode::apply(x, weight, bias, call)[0];
 }
 
-
 // The whole MLP as one autograd node (fusedmlp::mlp): one forward call for every layer,
 // and one backward call (mlp_backward) that walks the layers in reverse.
 //
