@@ -12,6 +12,8 @@ given as speedup ratios baseline_time / fused_time (> 1: fusedmlp is faster):
   3. The seed's training step: 784->128->ReLU->10, CrossEntropyLoss, SGD(lr=0.01), batch 64,
      eager vs fusedmlp.fuse(model, plain_linear=True) (fc1+ReLU on FusedLinearReLU, fc2 on
      FusedLinear) vs fuse(model) (fc2 stays nn.Linear) vs torch.compile(model).
+  4. The same step at batch 1 and 64 with the network as fusedmlp.FusedMLP: the whole-MLP
+     op (one op and one autograd node for both layers) vs its layers one by one vs eager.
 
 "ceiling" columns: the largest speedup over eager that any kernel could reach on this
 machine: eager time / (GEMM FLOPs / the FMA peak). The FMA peak is measured at start-up
@@ -175,21 +177,26 @@ def add_ceilings(results):
         row["ceiling"] = row["eager_us"] / (row["gemm_flop"] / peak / 1e3 + row["fused_batch1_us"])
 
 
+def training_step(model, rows, loss_fn=nn.CrossEntropyLoss()):
+    """The seed's training step on `model` and a fixed random batch of `rows` images:
+    zero_grad, forward, CrossEntropyLoss, backward, SGD(lr=0.01) step."""
+    images = torch.randn(rows, 1, 28, 28)
+    labels = torch.randint(0, 10, (rows,))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+
+    def step():
+        opt.zero_grad()
+        loss = loss_fn(model(images), labels)
+        loss.backward()
+        opt.step()
+    return step
+
+
 def bench_training_step(batch, min_run_time, with_compile):
     torch.manual_seed(0)
-    loss_fn = nn.CrossEntropyLoss()
 
     def make_step(model, rows=batch):
-        images = torch.randn(rows, 1, 28, 28)
-        labels = torch.randint(0, 10, (rows,))
-        opt = torch.optim.SGD(model.parameters(), lr=0.01)
-
-        def step():
-            opt.zero_grad()
-            loss = loss_fn(model(images), labels)
-            loss.backward()
-            opt.step()
-        return step
+        return training_step(model, rows)
 
     plain = ClassicNet()
     # What a user runs: the same model with fc1+ReLU fused, fc2 on our kernels too (or not).
@@ -212,6 +219,47 @@ def bench_training_step(batch, min_run_time, with_compile):
         row["vs_compile"] = row["compile_us"] / row["fused_us"]
     row["vs_eager"] = row["eager_us"] / row["fused_us"]
     row["fc1_vs_eager"] = row["eager_us"] / row["fused_fc1_us"]
+    return row
+
+
+class PerLayerFusedMLP(fusedmlp.FusedMLP):
+    """FusedMLP that always runs its layers one by one (nn.Sequential's forward), as it does
+    when a slot holds another module: the per-layer baseline of the whole-MLP op."""
+
+    def _plain_chain(self):
+        return None
+
+
+class FlattenThenMLP(nn.Module):
+    """The seed's network as flatten + an MLP module."""
+
+    def __init__(self, mlp):
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x):
+        return self.mlp(torch.flatten(x, 1))
+
+
+def bench_mlp_op_step(batch, min_run_time):
+    """The seed's training step with FusedMLP: whole-MLP op vs per layer vs eager."""
+    torch.manual_seed(0)
+    plain = ClassicNet()
+    seq = nn.Sequential(plain.fc1, nn.ReLU(), plain.fc2)
+    mlp = fusedmlp.FusedMLP.from_sequential(seq)
+    per_layer = PerLayerFusedMLP.from_sequential(seq)
+
+    def make_step(model):  # each on its own copy of the weights
+        return training_step(copy.deepcopy(model), batch)
+
+    steps = {"eager": make_step(plain), "layers": make_step(FlattenThenMLP(per_layer)),
+             "op": make_step(FlattenThenMLP(mlp))}
+    row = {"batch": batch}
+    for name, t in interleaved_us(steps, min_run_time).items():
+        row[f"{name}_us"] = t
+    row["op_vs_layers"] = row["layers_us"] / row["op_us"]
+    row["op_vs_eager"] = row["eager_us"] / row["op_us"]
+    row["layers_vs_eager"] = row["eager_us"] / row["layers_us"]
     return row
 
 
@@ -279,7 +327,7 @@ def main(argv=None):
     parser.add_argument("--min-run-time", type=float, default=0.5,
                         help="seconds per measurement (torch.utils.benchmark)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile baselines")
-    parser.add_argument("--skip", default="", help="comma list of tables to skip: gemm,layers,train")
+    parser.add_argument("--skip", default="", help="comma list of tables to skip: gemm,layers,train,mlp")
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
     parser.add_argument("--plot", metavar="PATH", help="PNG bar chart of the layer ratios")
     parser.add_argument("--activation", default="relu",
@@ -353,6 +401,16 @@ def main(argv=None):
                      ("fc1-only vs eager", ratio("fc1_vs_eager")),
                      ("ceiling", ratio("ceiling"))],
                     results["train"])
+    if "mlp" not in skip and dtype == torch.float32:
+        results["mlp"] = [bench_mlp_op_step(b, args.min_run_time) for b in (1, 64)]
+        print_table("Seed training step with FusedMLP (784-128-10, CE, SGD): the whole-MLP op "
+                    "vs the same FusedMLP layer by layer vs eager",
+                    [("batch", lambda r: str(r["batch"])), ("eager us", us("eager_us")),
+                     ("per-layer us", us("layers_us")), ("op us", us("op_us")),
+                     ("op vs per-layer", ratio("op_vs_layers")),
+                     ("op vs eager", ratio("op_vs_eager")),
+                     ("per-layer vs eager", ratio("layers_vs_eager"))],
+                    results["mlp"])
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -123,6 +123,22 @@ at::Tensor activation_grad(const at::Tensor& grad, const at::Tensor& saved, cons
   return op.call(grad, saved, call.name(), call.slope, order);
 }
 
+// Gradients of one layer y = act(z), z = x · Wᵀ + b, from the gradients reaching y and z
+// (either may be undefined), through the backward ops: differentiable when grad mode is on.
+Grads layer_backward(const Call& call, const at::Tensor& grad_y, const at::Tensor& grad_z,
+                     const at::Tensor& x, const at::Tensor& weight, const at::Tensor& s,
+                     std::array<bool, 3> mask) {
+  if (grad_z.defined()) {
+    // z itself received a gradient: dL/dz = grad_y * act'(z) + grad_z, then Linear's.
+    at::Tensor g = grad_z;
+    if (grad_y.defined()) g = at::add(activation_grad(grad_y, s, call, 1), grad_z);
+    return call_backward(Call::for_act(Activation::identity, 0.0), g, x, weight, at::Tensor(),
+                         mask);
+  }
+  if (grad_y.defined()) return call_backward(call, grad_y, x, weight, s, mask);
+  return {};
+}
+
 class LinearNode : public torch::autograd::Function<LinearNode> {
  public:
   // Returns {y} or, when backward needs the pre-activation, {y, z}: z is an output so
@@ -162,18 +178,9 @@ class LinearNode : public torch::autograd::Function<LinearNode> {
                                       has_bias && ctx->needs_input_grad(2)};
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor s = saved.size() > 2 ? saved[2] : at::Tensor();
-    at::Tensor grad_x, grad_w, grad_b;
-    if (grads.size() > 1 && grads[1].defined()) {
-      // z itself received a gradient: dL/dz = grad_y * act'(z) + grad_z, then Linear's.
-      at::Tensor grad_z = grads[1];
-      if (grads[0].defined()) grad_z = at::add(activation_grad(grads[0], s, call, 1), grad_z);
-      std::tie(grad_x, grad_w, grad_b) =
-          call_backward(Call::for_act(Activation::identity, 0.0), grad_z, saved[0], saved[1],
-                        at::Tensor(), mask);
-    } else if (grads[0].defined()) {
-      std::tie(grad_x, grad_w, grad_b) =
-          call_backward(call, grads[0], saved[0], saved[1], s, mask);
-    }
+    const at::Tensor grad_z = grads.size() > 1 ? grads[1] : at::Tensor();
+    const auto [grad_x, grad_w, grad_b] =
+        layer_backward(call, grads[0], grad_z, saved[0], saved[1], s, mask);
     return {grad_x, grad_w, grad_b, at::Tensor()};
   }
 };
@@ -306,6 +313,187 @@ at::Tensor forward_autograd(const char* op, const Call& call, const at::Tensor& 
   return LinearNode::apply(x, weight, bias, call)[0];
 }
 
+// The whole MLP as one autograd node (fusedmlp::mlp): one forward call for every layer,
+// and one backward call (mlp_backward) that walks the layers in reverse.
+//
+// Saved, as per-layer autograd would keep them: x, the weights, each hidden output (the
+// next layer's input, and the saved output of an activation that differentiates from y),
+// the pre-activations that gelu, silu, ... differentiate from, and y when the last
+// activation differentiates from it. The hidden outputs and pre-activations are outputs of
+// the node too, so that gradients reaching them in a double backward flow on into x, the
+// weights and biases.
+//
+// Double backward: mlp_backward is not differentiable itself. When the backward runs with
+// create_graph=True (or a gradient reaches a hidden output or pre-activation, which only
+// a double backward does), it is the per-layer composition instead: each layer through
+// layer_backward, i.e. the differentiable backward ops of LinearNode.
+struct MlpArgs {
+  std::vector<std::string> activations;
+  std::vector<double> slopes;
+  std::vector<MlpLayer> layers;
+  std::vector<bool> has_bias;  // per layer; the node's bias inputs are the given ones only
+};
+
+using MlpSig = MlpOutputs(const at::Tensor&, at::TensorList,
+                          const c10::List<std::optional<at::Tensor>>&,
+                          c10::ArrayRef<std::string>, c10::ArrayRef<double>);
+using MlpBackwardSig = MlpGrads(const at::Tensor&, const at::Tensor&, at::TensorList,
+                                const OptTensor&, at::TensorList, at::TensorList,
+                                c10::ArrayRef<std::string>, c10::ArrayRef<double>,
+                                const c10::List<bool>&);
+
+MlpOutputs call_mlp(const at::Tensor& x, at::TensorList weights,
+                    const c10::List<std::optional<at::Tensor>>& biases, const MlpArgs& args) {
+  static const auto op = find_op<MlpSig>("fusedmlp::mlp");
+  return op.call(x, weights, biases, args.activations, args.slopes);
+}
+
+class MlpNode : public torch::autograd::Function<MlpNode> {
+ public:
+  // Returns {y, hidden..., pre...}; biases: the given ones only (args.has_bias says whose).
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
+                               at::TensorList weights, at::TensorList biases,
+                               const MlpArgs& args) {
+    const size_t count = weights.size();
+    c10::List<std::optional<at::Tensor>> bias_list;
+    for (size_t l = 0, next = 0; l < count; ++l)
+      bias_list.push_back(args.has_bias[l] ? std::optional<at::Tensor>(biases[next++])
+                                           : std::nullopt);
+    MlpOutputs out;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      out = call_mlp(x, weights, bias_list, args);
+    }
+    auto& [y, hidden, pre] = out;
+    const bool keep_y = args.layers.back().saved() == Saved::output;
+    variable_list saved{x};
+    saved.insert(saved.end(), weights.begin(), weights.end());
+    saved.insert(saved.end(), hidden.begin(), hidden.end());
+    saved.insert(saved.end(), pre.begin(), pre.end());
+    if (keep_y) saved.push_back(y);
+    ctx->save_for_backward(saved);
+    ctx->saved_data["count"] = static_cast<int64_t>(count);
+    ctx->saved_data["pre_count"] = static_cast<int64_t>(pre.size());
+    ctx->saved_data["keep_y"] = keep_y;
+    ctx->saved_data["activations"] = args.activations;
+    ctx->saved_data["slopes"] = args.slopes;
+    c10::List<bool> has_bias;
+    for (bool given : args.has_bias) has_bias.push_back(given);
+    ctx->saved_data["has_bias"] = has_bias;
+    ctx->set_materialize_grads(false);
+    variable_list outputs{y};
+    outputs.insert(outputs.end(), hidden.begin(), hidden.end());
+    outputs.insert(outputs.end(), pre.begin(), pre.end());
+    return outputs;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const size_t count = ctx->saved_data["count"].toInt();
+    const size_t pre_count = ctx->saved_data["pre_count"].toInt();
+    const std::vector<std::string> activations =
+        ctx->saved_data["activations"].to<std::vector<std::string>>();
+    const std::vector<double> slopes = ctx->saved_data["slopes"].toDoubleVector();
+    const c10::List<bool> has_bias = ctx->saved_data["has_bias"].toBoolList();
+    const std::vector<MlpLayer> layers =
+        parse_mlp_layers("fusedmlp.mlp (backward)", count, activations, slopes);
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& x = saved[0];
+    const at::TensorList weights(saved.data() + 1, count);
+    const at::TensorList hidden(saved.data() + 1 + count, count - 1);
+    const at::TensorList pre(saved.data() + 2 * count, pre_count);
+    const at::Tensor y = ctx->saved_data["keep_y"].toBool() ? saved.back() : at::Tensor();
+
+    // Edges: x, each weight, then the given biases; the args slot gets no gradient.
+    c10::List<bool> mask;
+    mask.push_back(ctx->needs_input_grad(0));
+    for (size_t l = 0; l < count; ++l) mask.push_back(ctx->needs_input_grad(1 + l));
+    size_t bias_count = 0;
+    for (size_t l = 0; l < count; ++l)
+      mask.push_back(has_bias[l] && ctx->needs_input_grad(1 + count + bias_count++));
+    variable_list result(1 + count + bias_count + 1);
+
+    bool only_grad_y = true;
+    for (size_t i = 1; i < grads.size(); ++i) only_grad_y = only_grad_y && !grads[i].defined();
+    if (only_grad_y && !c10::GradMode::is_enabled()) {
+      if (!grads[0].defined()) return result;
+      static const auto op = find_op<MlpBackwardSig>("fusedmlp::mlp_backward");
+      MlpGrads computed;
+      {
+        at::AutoDispatchBelowADInplaceOrView below_autograd;
+        computed = op.call(grads[0], x, weights, y.defined() ? OptTensor(y) : std::nullopt,
+                           hidden, pre, activations, slopes, mask);
+      }
+      const auto& [grad_x, grad_w, grad_b] = computed;
+      result[0] = grad_x;
+      for (size_t l = 0, w = 0, b = 0, edge = 0; l < count; ++l) {
+        if (mask[1 + l]) result[1 + l] = grad_w[w++];
+        if (has_bias[l]) {
+          if (mask[1 + count + l]) result[1 + count + edge] = grad_b[b++];
+          ++edge;
+        }
+      }
+      return result;
+    }
+
+    // The per-layer composition (double backward), walking down from y.
+    std::vector<at::Tensor> grad_pre(count);
+    for (size_t l = 0, p = 0; l < count; ++l)
+      if (layers[l].saved() == Saved::pre_activation) grad_pre[l] = grads[count + p++];
+    std::vector<size_t> bias_edge(count);
+    for (size_t l = 0, edge = 0; l < count; ++l) bias_edge[l] = has_bias[l] ? edge++ : 0;
+    at::Tensor grad = grads[0];
+    for (size_t l = count; l-- > 0;) {
+      const at::Tensor s = mlp_saved(layers, l, y, hidden, pre);
+      const std::array<bool, 3> layer_mask = {l > 0 || mask[0], mask[1 + l],
+                                              mask[1 + count + l]};
+      const auto [grad_in, grad_w, grad_b] =
+          layer_backward(Call::for_act(layers[l].act, layers[l].slope), grad, grad_pre[l],
+                         l == 0 ? x : hidden[l - 1], weights[l], s, layer_mask);
+      result[1 + l] = grad_w;
+      if (has_bias[l]) result[1 + count + bias_edge[l]] = grad_b;
+      if (l == 0) {
+        result[0] = grad_in;
+      } else {
+        // hidden[l - 1] is also an output of this node: its own gradient adds in.
+        const at::Tensor& grad_hidden = grads[l];
+        grad = !grad_hidden.defined() ? grad_in
+               : !grad_in.defined()   ? grad_hidden
+                                      : at::add(grad_in, grad_hidden);
+      }
+    }
+    return result;
+  }
+};
+
+MlpOutputs mlp_autograd(const at::Tensor& x, at::TensorList weights,
+                        const c10::List<std::optional<at::Tensor>>& biases,
+                        c10::ArrayRef<std::string> activations,
+                        c10::ArrayRef<double> negative_slopes) {
+  const char* op = "fusedmlp.mlp";
+  check_mlp_args(op, x, weights, biases);
+  MlpArgs args{activations.vec(), negative_slopes.vec(),
+               parse_mlp_layers(op, weights.size(), activations, negative_slopes), {}};
+  std::vector<at::Tensor> given_biases;
+  bool any = x.requires_grad();
+  for (const at::Tensor& w : weights) any = any || w.requires_grad();
+  for (size_t l = 0; l < weights.size(); ++l) {
+    const std::optional<at::Tensor> b = biases.get(l);
+    args.has_bias.push_back(b.has_value() && b->defined());
+    if (args.has_bias.back()) {
+      given_biases.push_back(*b);
+      any = any || b->requires_grad();
+    }
+  }
+  if (!c10::GradMode::is_enabled() || !any) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return call_mlp(x, weights, biases, args);
+  }
+  const variable_list out = MlpNode::apply(x, weights, at::TensorList(given_biases), args);
+  const size_t count = weights.size();
+  return {out[0], std::vector<at::Tensor>(out.begin() + 1, out.begin() + count),
+          std::vector<at::Tensor>(out.begin() + count, out.end())};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fusedmlp, Autograd, m) {
@@ -343,6 +531,7 @@ TORCH_LIBRARY_IMPL(fusedmlp, Autograd, m) {
                Call::for_act(parse_activation(op, activation), negative_slope), grad_y, x,
                weight, saved.value_or(at::Tensor()), output_mask);
          });
+  m.impl("mlp", &mlp_autograd);
 }
 
 }  // namespace fusedmlp

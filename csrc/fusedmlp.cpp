@@ -47,4 +47,22 @@ TORCH_LIBRARY(fusedmlp, m) {
       "activation_grad(Tensor grad, Tensor saved, str activation, float negative_slope, "
       "int order) -> Tensor",
       {at::Tag::pt2_compliant_tag});
+  // A whole MLP in one call: h[0] = x, h[l+1] = activations[l](h[l] @ weights[l].T +
+  // biases[l]) with negative_slopes[l] (leaky_relu's; one entry per layer in every list),
+  // y = h[L]. Returns (y, hidden, pre): hidden = h[1..L-1], pre = the pre-activations of
+  // the layers whose activation backward differentiates from z (gelu, gelu_tanh, silu,
+  // relu_squared, leaky_relu with a negative slope), in layer order: what backward reads.
+  m.def(
+      "mlp(Tensor x, Tensor[] weights, Tensor?[] biases, str[] activations, "
+      "float[] negative_slopes) -> (Tensor, Tensor[], Tensor[])",
+      {at::Tag::pt2_compliant_tag});
+  // Gradients of mlp from its saved tensors (y: the output, needed when the last
+  // activation differentiates from it). output_mask: [grad_x, grad of each weight, grad of
+  // each bias]; returns (grad_x or None, the asked-for weight grads, the asked-for bias
+  // grads), in layer order.
+  m.def(
+      "mlp_backward(Tensor grad_y, Tensor x, Tensor[] weights, Tensor? y, Tensor[] hidden, "
+      "Tensor[] pre, str[] activations, float[] negative_slopes, bool[] output_mask) "
+      "-> (Tensor, Tensor[], Tensor[])",
+      {at::Tag::pt2_compliant_tag});
 }

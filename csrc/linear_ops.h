@@ -5,6 +5,8 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/core/List.h>
+#include <c10/util/FunctionRef.h>
 #include <c10/util/string_view.h>
 #include <torch/library.h>
 
@@ -12,6 +14,7 @@
 #include <optional>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "activation_names.h"
 #include "gemm_problem.h"
@@ -33,6 +36,15 @@ struct Backend {
   // Whether backward computes grad_y * act'(saved) once (activation_grad, into scratch)
   // for the transcendental activations instead of at every load in the GEMMs.
   bool derive_once;
+  // The whole-MLP forward's walk over the batch (mlp_ops.cpp): calls run(r0, r1) on row
+  // ranges covering [0, rows), each range going through every layer before the next, in
+  // any order or in parallel. bytes_per_row: what one row writes over all layers (its
+  // outputs and saved pre-activations); macs_per_row: its multiply-adds; weight_bytes: all
+  // layers' weights, which every range reads; min_in_features: the smallest layer input.
+  // nullptr: one range of all rows, i.e. layer by layer over the whole batch.
+  void (*for_row_blocks)(int64_t rows, int64_t bytes_per_row, int64_t macs_per_row,
+                         int64_t weight_bytes, int64_t min_in_features,
+                         c10::function_ref<void(int64_t, int64_t)> run) = nullptr;
 };
 
 // "relu" -> Activation::relu; an unknown name is an error from `op` listing the valid ones.
@@ -53,6 +65,47 @@ Grads backward(const Backend& backend, const char* op, const at::Tensor& grad_y,
 // grad * act'(saved) (order 1) or grad * d act'(saved) / d saved (order 2), elementwise.
 at::Tensor activation_grad(const Backend& backend, const char* op, const at::Tensor& grad,
                            const at::Tensor& saved, Activation act, double slope, int64_t order);
+
+// The whole MLP: layer l computes h[l+1] = act[l](h[l] · weights[l]ᵀ + biases[l]), h[0] = x,
+// y = h[L]. One activation (and negative_slope) per layer.
+struct MlpLayer {
+  Activation act;
+  double slope;
+  Saved saved() const { return saved_for(act, slope); }
+};
+// y, hidden = h[1..L-1] (each layer's input after the first), pre = the pre-activations z[l]
+// of the layers whose activation backward differentiates from z (in layer order).
+using MlpOutputs = std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
+// grad_x (undefined unless asked), then the asked-for weight and bias gradients, in layer
+// order (only those asked for).
+using MlpGrads = std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
+
+// The layers from the ops' per-layer lists of names and slopes; `layer_count` is
+// weights.size(). Errors name the op and the list.
+std::vector<MlpLayer> parse_mlp_layers(const char* op, size_t layer_count,
+                                       c10::ArrayRef<std::string> activations,
+                                       c10::ArrayRef<double> negative_slopes);
+
+// What backward of layer l reads: its output (hidden[l], or y for the last layer), its
+// pre-activation (from pre) or nothing (undefined), as layers[l].saved() says.
+at::Tensor mlp_saved(const std::vector<MlpLayer>& layers, size_t l, const at::Tensor& y,
+                     at::TensorList hidden, at::TensorList pre);
+
+// Shapes, dtypes and devices of x, the weights and biases (a chain of matching sizes), with
+// messages naming the list entry (weights[2], biases[0], ...). Also runs on fake tensors.
+void check_mlp_args(const char* op, const at::Tensor& x, at::TensorList weights,
+                    const c10::List<std::optional<at::Tensor>>& biases);
+
+MlpOutputs mlp_forward(const Backend& backend, const char* op, const at::Tensor& x,
+                       at::TensorList weights, const c10::List<std::optional<at::Tensor>>& biases,
+                       const std::vector<MlpLayer>& layers);
+
+// Walks the layers in reverse, each with the per-layer backward (the activation derivative
+// applied as grad is loaded). output_mask: [grad_x, grad_weights[0..L-1], grad_biases[0..L-1]].
+MlpGrads mlp_backward(const Backend& backend, const char* op, const at::Tensor& grad_y,
+                      const at::Tensor& x, at::TensorList weights, const at::Tensor& y,
+                      at::TensorList hidden, at::TensorList pre,
+                      const std::vector<MlpLayer>& layers, const c10::List<bool>& output_mask);
 
 // The kernels of every op for one backend, registered in its TORCH_LIBRARY_IMPL.
 template <const Backend& B>
@@ -108,6 +161,23 @@ void register_kernels(torch::Library& m) {
     return activation_grad(B, op, grad, saved, parse_activation(op, activation),
                            negative_slope, order);
   });
+  m.impl("mlp", [](const at::Tensor& x, at::TensorList weights,
+                   const c10::List<std::optional<at::Tensor>>& biases,
+                   c10::ArrayRef<std::string> activations, c10::ArrayRef<double> negative_slopes) {
+    const char* op = "fusedmlp.mlp";
+    return mlp_forward(B, op, x, weights, biases,
+                       parse_mlp_layers(op, weights.size(), activations, negative_slopes));
+  });
+  m.impl("mlp_backward",
+         [](const at::Tensor& grad_y, const at::Tensor& x, at::TensorList weights,
+            const std::optional<at::Tensor>& y, at::TensorList hidden, at::TensorList pre,
+            c10::ArrayRef<std::string> activations, c10::ArrayRef<double> negative_slopes,
+            const c10::List<bool>& output_mask) {
+           const char* op = "fusedmlp.mlp_backward";
+           return mlp_backward(B, op, grad_y, x, weights, y.value_or(at::Tensor()), hidden, pre,
+                               parse_mlp_layers(op, weights.size(), activations, negative_slopes),
+                               output_mask);
+         });
 }
 
 }  // namespace fusedmlp

@@ -9,6 +9,7 @@ from torch import nn
 
 from ._torch_activations import DEFAULT_NEGATIVE_SLOPE, module_activation
 from .ops import check_activation, linear, linear_relu
+from .ops import _mlp as _mlp_op
 
 __all__ = ["FusedLinearReLU", "FusedLinear", "FusedMLP"]
 
@@ -147,6 +148,10 @@ class FusedMLP(nn.Sequential):
     ``state_dict`` keys are the plain model's (``0.weight``, ``2.weight``, ...): each loads
     the other's directly. ``layers`` lists the layers with weights; ``to_sequential()`` /
     ``from_sequential(seq)`` convert to and from the plain Sequential, sharing Parameters.
+
+    Its forward runs the whole stack as one op (:func:`fusedmlp.mlp`: one C++ call each
+    way, one autograd node) while the modules are that plain chain; once a slot holds
+    another module, or a hook must see the layers' calls, the layers run one by one.
     """
 
     def __init__(self, in_features: int, hidden_features: Sequence[int], out_features: int,
@@ -182,6 +187,50 @@ class FusedMLP(nn.Sequential):
         self.hidden_features: List[int] = list(hidden_features)
         self.out_features = out_features
         self.register_load_state_dict_pre_hook(_load_layers_keys)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The whole stack as one op (one C++ call each way, one autograd node) while the
+        # modules are the plain chain; per layer (nn.Sequential) once a slot holds
+        # something else or a hook must see the layers' calls.
+        chain = self._plain_chain()
+        if chain is None:
+            return super().forward(x)
+        return _mlp_op(x, *chain)[0]
+
+    def _plain_chain(self):
+        """(weights, biases, activations, negative_slopes) of the ``mlp`` op when the
+        modules are fused layers (exactly FusedLinearReLU / FusedLinear) with
+        ``nn.Identity`` between them and no hooks on any of them (nor global module hooks),
+        else None. Runs on every call (~2 us), so it reads ``_parameters`` directly
+        (``module.weight`` goes through ``Module.__getattr__``)."""
+        if _global_module_hooks():
+            return None
+        weights, biases, activations, slopes = [], [], [], []
+        identity_slot = False  # layers at even indices, Identity at odd ones
+        for module in self._modules.values():
+            if (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                    or module._backward_pre_hooks):
+                return None
+            kind = type(module)
+            if identity_slot:
+                if kind is not nn.Identity:
+                    return None
+            elif kind is FusedLinearReLU:
+                activations.append("relu")
+                slopes.append(0.01)
+            elif kind is FusedLinear:
+                activations.append(module.activation)
+                slopes.append(module.negative_slope)
+            else:
+                return None
+            if not identity_slot:
+                params = module._parameters
+                weights.append(params["weight"])
+                biases.append(params["bias"])
+            identity_slot = not identity_slot
+        if not identity_slot:  # empty, or ends with an Identity
+            return None
+        return weights, biases, activations, slopes
 
     @property
     def layers(self) -> List[nn.Module]:
@@ -228,6 +277,14 @@ class FusedMLP(nn.Sequential):
                           else FusedLinear.from_linear(layer, activation, slope))
         mlp[len(mlp) - 1] = FusedLinear.from_linear(linears[-1])
         return mlp.train(seq.training)
+
+
+def _global_module_hooks() -> bool:
+    """Whether any global module hook (nn.modules.module.register_module_forward_hook, ...)
+    is registered: it must see each layer's call."""
+    module = nn.modules.module
+    return bool(module._global_forward_hooks or module._global_forward_pre_hooks
+                or module._global_backward_hooks or module._global_backward_pre_hooks)
 
 
 def _load_layers_keys(module, state_dict, prefix, *args) -> None:

@@ -1,14 +1,14 @@
-"""The functional API: ``linear`` (any activation), ``linear_relu`` and
-``LinearReLUFunction``, over the ops that fusedmlp._C registers (schemas in
+"""The functional API: ``linear`` (any activation), ``linear_relu``,
+``LinearReLUFunction`` and ``mlp`` (a whole MLP in one op), over the ops that fusedmlp._C registers (schemas in
 csrc/fusedmlp.cpp), plus their fake kernels so that torch.compile and torch.export can
 trace them."""
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from . import _C  # noqa: F401  (loading the library registers the fusedmlp ops)
 
-__all__ = ["linear_relu", "linear", "LinearReLUFunction", "ACTIVATIONS"]
+__all__ = ["linear_relu", "linear", "LinearReLUFunction", "mlp", "ACTIVATIONS"]
 
 # The activations of csrc/activation.h, by the names the ops take.
 ACTIVATIONS = tuple(_C.activation_names().split(", "))
@@ -17,6 +17,7 @@ _linear_relu = torch.ops.fusedmlp.linear_relu.default
 _linear_relu_backward = torch.ops.fusedmlp.linear_relu_backward.default
 _linear = torch.ops.fusedmlp.linear.default
 _linear_act = torch.ops.fusedmlp.linear_act.default
+_mlp = torch.ops.fusedmlp.mlp.default
 
 
 def check_activation(activation: Optional[str], where: str = "fusedmlp.linear") -> str:
@@ -79,6 +80,68 @@ class LinearReLUFunction(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
+def mlp_layer_activations(layer_count: int, activation, negative_slope,
+                          last_activation: Optional[str] = None,
+                          where: str = "fusedmlp.mlp") -> Tuple[List[str], List[float]]:
+    """The per-layer (activations, negative_slopes) lists the ``mlp`` op takes.
+
+    ``activation``: one name (or None) for every layer but the last, which gets
+    ``last_activation`` (None: no activation, an MLP's output layer); or a list of one name
+    per layer, last included (then ``last_activation`` must be None). ``negative_slope``:
+    one float, or one per layer."""
+    if isinstance(activation, (list, tuple)):
+        if last_activation is not None:
+            raise ValueError(f"{where}: give last_activation only with a single activation "
+                             "name; a list of activations already names the last layer's")
+        if len(activation) != layer_count:
+            raise ValueError(f"{where}: expected one activation per layer ({layer_count}), "
+                             f"got {len(activation)}")
+        names = [check_activation(a, where) for a in activation]
+    else:
+        names = ([check_activation(activation, where)] * (layer_count - 1)
+                 + [check_activation(last_activation, where)])
+    if isinstance(negative_slope, (list, tuple)):
+        if len(negative_slope) != layer_count:
+            raise ValueError(f"{where}: expected one negative_slope per layer ({layer_count}), "
+                             f"got {len(negative_slope)}")
+        slopes = [float(s) for s in negative_slope]
+    else:
+        slopes = [float(negative_slope)] * layer_count
+    return names, slopes
+
+
+def mlp(x: torch.Tensor, weights: Sequence[torch.Tensor],
+        biases: Optional[Sequence[Optional[torch.Tensor]]] = None,
+        activation: Union[Optional[str], Sequence[Optional[str]]] = "relu",
+        negative_slope: Union[float, Sequence[float]] = 0.01,
+        last_activation: Optional[str] = None) -> torch.Tensor:
+    """A whole MLP in one op: ``h = x``, then for each layer
+    ``h = act(h @ weights[i].T + biases[i])``; returns the last ``h``.
+
+    ``weights[i]`` is ``(out_i, in_i)`` with ``in_0 = x.shape[-1]`` and ``in_i = out_{i-1}``;
+    ``biases`` (None: no biases) holds one tensor or None per layer. ``activation`` (any
+    name of :func:`fusedmlp.linear`) applies to every layer but the last, which gets
+    ``last_activation`` (default None: plain linear); or pass a list of one activation per
+    layer. ``negative_slope``: leaky_relu's, one float or one per layer.
+
+    Forward and backward are one C++ call each with one autograd node for the stack (on
+    the CPU the batch streams through all layers in cache-sized row blocks); it keeps for
+    backward what per-layer autograd keeps. Differentiable to second order. The same
+    function as ``FusedMLP`` runs."""
+    weights = list(weights)
+    biases = [None] * len(weights) if biases is None else list(biases)
+    names, slopes = mlp_layer_activations(len(weights), activation, negative_slope,
+                                          last_activation)
+    return _mlp(x, weights, biases, names, slopes)[0]
+
+
+def _saves_pre_activation(activation: str, negative_slope: float) -> bool:
+    """Whether backward of this activation reads z (csrc/activation.h's saved_for)."""
+    if activation == "leaky_relu":
+        return not negative_slope >= 0
+    return activation in ("gelu", "gelu_tanh", "silu", "relu_squared")
+
+
 def _forward_fake(x, weight, bias=None):
     torch._check(x.dim() >= 1 and weight.dim() == 2,
                  lambda: "fusedmlp: expected x (..., in_features) and a 2-D weight")
@@ -122,3 +185,30 @@ torch.library.register_fake(
 torch.library.register_fake(
     "fusedmlp::linear_backward",
     lambda grad_y, x, weight, output_mask: _backward_fake(x, weight, output_mask))
+
+
+@torch.library.register_fake("fusedmlp::mlp")
+def _mlp_fake(x, weights, biases, activations, negative_slopes):
+    torch._check(len(weights) >= 1, lambda: "fusedmlp.mlp: expected at least one layer")
+    torch._check(len(biases) == len(weights) and len(activations) == len(weights)
+                 and len(negative_slopes) == len(weights),
+                 lambda: "fusedmlp.mlp: expected one bias, activation and negative_slope "
+                         "per weight")
+    h, hidden, pre = x, [], []
+    for i, (weight, activation, slope) in enumerate(zip(weights, activations, negative_slopes)):
+        h = _forward_fake(h, weight)
+        if _saves_pre_activation(activation, slope):
+            pre.append(torch.empty_like(h))
+        if i + 1 < len(weights):
+            hidden.append(h)
+    return h, hidden, pre
+
+
+@torch.library.register_fake("fusedmlp::mlp_backward")
+def _mlp_backward_fake(grad_y, x, weights, y, hidden, pre, activations, negative_slopes,
+                       output_mask):
+    count = len(weights)
+    grad_x = x.new_empty(x.shape) if output_mask[0] else None
+    grad_w = [w.new_empty(w.shape) for w, m in zip(weights, output_mask[1:1 + count]) if m]
+    grad_b = [w.new_empty((w.shape[0],)) for w, m in zip(weights, output_mask[1 + count:]) if m]
+    return grad_x, grad_w, grad_b

@@ -8,6 +8,21 @@ import fusedmlp
 
 REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
+SLOPE = 0.2  # leaky_relu's negative_slope in the activation tests (torch's default 0.01 too)
+
+# Each activation of fusedmlp.ops.ACTIVATIONS as eager torch computes it.
+TORCH_ACTS = {
+    "identity": lambda z: z,
+    "relu": F.relu,
+    "leaky_relu": lambda z: F.leaky_relu(z, SLOPE),
+    "gelu": F.gelu,
+    "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+    "silu": F.silu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu_squared": lambda z: F.relu(z) ** 2,
+}
+
 ODD_SHAPES = [  # (rows, in_features, out_features)
     (1, 1, 1), (3, 17, 5), (17, 3, 1), (1, 129, 3), (7, 1, 13), (2, 31, 37),
     (129, 257, 131), (64, 784, 128), (5, 300, 41), (300, 70, 9),  # 300 rows: K-blocked grad_w

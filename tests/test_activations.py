@@ -8,21 +8,9 @@ import torch.nn.functional as F
 
 import fusedmlp
 from fusedmlp.ops import ACTIVATIONS
-from helpers import assert_same_special_values, check_nan_inf_parity, make, tolerances
+from helpers import (SLOPE, TORCH_ACTS, assert_same_special_values, check_nan_inf_parity, make,
+                     tolerances)
 
-SLOPE = 0.2  # leaky_relu's negative_slope in these tests (torch's default 0.01 too: below)
-
-TORCH_ACTS = {
-    "identity": lambda z: z,
-    "relu": F.relu,
-    "leaky_relu": lambda z: F.leaky_relu(z, SLOPE),
-    "gelu": F.gelu,
-    "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
-    "silu": F.silu,
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "relu_squared": lambda z: F.relu(z) ** 2,
-}
 KINKED = ("relu", "leaky_relu")  # derivative jumps at 0: the mask comes from our output
 DTYPES = [torch.float32, torch.float64]
 SHAPES = [(1, 1, 1), (3, 17, 5), (7, 1, 13), (129, 257, 131), (600, 37, 10), (5, 1100, 6)]

@@ -31,6 +31,12 @@ def test_cpu_benchmark_writes_every_table(tmp_path):
     gemm_us = step["gemm_flop"] / peak / 1e3
     assert step["ceiling"] == step["eager_us"] / (gemm_us + step["fused_batch1_us"])
     assert "| 8x16->4 |" in proc.stdout and "ceiling" in proc.stdout and "% peak" in proc.stdout
+    # the whole-MLP op table: FusedMLP as one op vs its layers vs eager, batch 1 and 64
+    assert [r["batch"] for r in results["mlp"]] == [1, 64]
+    for row in results["mlp"]:
+        assert row["op_vs_layers"] == row["layers_us"] / row["op_us"]
+        assert row["op_vs_eager"] == row["eager_us"] / row["op_us"]
+    assert "whole-MLP op" in proc.stdout
 
 
 def test_activation_option_benchmarks_each_activation(tmp_path):

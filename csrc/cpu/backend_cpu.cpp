@@ -1,7 +1,10 @@
 // The CPU backend of the fusedmlp ops: its dtype check and its GEMM (the shared
 // GemmProblem in the typed form gemm.h computes); linear_ops.cpp does the rest.
+#include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 #include <torch/library.h>
+
+#include <algorithm>
 
 #include "cpu/gemm.h"
 #include "linear_ops.h"
@@ -63,9 +66,64 @@ void cpu_activation_grad(DType dtype, Activation act, double slope, int order, i
   }
 }
 
+// The whole-MLP forward's row blocks. What one block writes in every layer (its rows of
+// each hidden output, saved pre-activation and y) takes at most kMlpBlockBytes, so each
+// layer's output is still in L2 when the next layer reads it: a quarter of the smallest
+// per-core L2 seen on the project's machines (Zen 3, 512 KiB), leaving room for the
+// weights and x streaming past. Every block reads all the weights again, so:
+// - at least kMlpMinBlockRows rows, over which a re-read of W from L2 or L3 costs a few
+//   percent of the block's multiply-adds (fp32, 16 per cycle: W / 16 cycles from L2
+//   against rows * W / 16 of arithmetic);
+// - weights over kMlpMaxStreamedWeightBytes (beyond L2 on every machine here) would come
+//   from L3 or memory once per block: then one block of all rows, the layers one by one
+//   over the whole batch (the packed GEMM from 513 rows on), as the per-layer ops run.
+// - a layer with fewer than kMlpMinStreamedK inputs: one block too. Blocks of <= 512
+//   rows take the dot-product kernel, which pays a horizontal reduction per 3 x 4 tile:
+//   at small K that costs more than cached activations save (65536 x 64-64-64-64-10,
+//   1 thread: blocks 22.4 ms, layers over the batch on the packed kernel 18.2 ms).
+// At most kMlpMaxBlockRows rows: the dot-product forward's limit (gemm.cpp), so every
+// block's GEMMs read x and W in place. The seed's 784-128-10 (fp32) gets 224-row blocks:
+// a batch of up to 224 rows runs exactly as the per-layer ops do. The block size depends
+// on the shapes only, never on the thread count, so results are the same for any thread
+// count.
+constexpr int64_t kMlpBlockBytes = 128 * 1024;
+constexpr int64_t kMlpMinBlockRows = 64;
+constexpr int64_t kMlpMaxBlockRows = 512;
+constexpr int64_t kMlpMaxStreamedWeightBytes = 1024 * 1024;
+constexpr int64_t kMlpMinStreamedK = 128;
+// Multiply-adds per thread below which blocks are not spread over threads (as gemm.cpp's
+// kMinWorkPerThread: ~5 us of work).
+constexpr int64_t kMlpMinWorkPerThread = 256 * 1024;
+
+void cpu_row_blocks(int64_t rows, int64_t bytes_per_row, int64_t macs_per_row,
+                    int64_t weight_bytes, int64_t min_in_features,
+                    c10::function_ref<void(int64_t, int64_t)> run) {
+  if (weight_bytes > kMlpMaxStreamedWeightBytes || min_in_features < kMlpMinStreamedK) {
+    run(0, rows);
+    return;
+  }
+  int64_t block = std::clamp<int64_t>(kMlpBlockBytes / std::max<int64_t>(bytes_per_row, 1),
+                                      kMlpMinBlockRows, kMlpMaxBlockRows);
+  block = block / 16 * 16;  // whole micro-kernel row panels
+  const int64_t blocks = (rows + block - 1) / block;
+  const auto run_blocks = [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) run(b * block, std::min(rows, (b + 1) * block));
+  };
+  // Blocks go to threads when there are enough of them; with fewer blocks than threads
+  // each GEMM spreads its own columns over the threads instead (gemm.cpp).
+  const bool parallel = blocks >= at::get_num_threads() && at::get_num_threads() > 1 &&
+                        rows * macs_per_row >= 2 * kMlpMinWorkPerThread;
+  if (parallel) {
+    at::parallel_for(0, blocks, 1, run_blocks);
+  } else {
+    run_blocks(0, blocks);
+  }
+}
+
 // derive_once: the exp/erf/tanh derivatives cost more than the GEMMs' packing would
 // repeat them (each GEMM packs grad_y once per column block): computed once instead.
-constexpr Backend kCpu{&cpu_dtype, &cpu_gemm, &cpu_activation_grad, /*derive_once=*/true};
+constexpr Backend kCpu{&cpu_dtype, &cpu_gemm, &cpu_activation_grad, /*derive_once=*/true,
+                       &cpu_row_blocks};
 
 }  // namespace
 
