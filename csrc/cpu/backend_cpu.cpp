@@ -19,32 +19,11 @@ DType cpu_dtype(const char* op, const at::Tensor& x) {
   return x.scalar_type() == at::kFloat ? DType::f32 : DType::f64;
 }
 
-// An outer x k operand as the row-major-indexed matrix (outer, k) ...
-template <typename T>
-StridedMatrix<T> matrix(const Operand& op) {
-  return {static_cast<const T*>(op.data), op.outer_stride, op.k_stride};
-}
-
 template <typename T>
 void typed_gemm(const fusedmlp::GemmProblem& p) {
-  fusedmlp::cpu::GemmProblem<T> pb;
-  pb.m = p.m;
-  pb.n = p.n;
-  pb.k = p.k;
-  pb.a = matrix<T>(p.a);
-  pb.b = matrix<T>(p.b).transposed();  // ... and B as the k x n matrix Bᵀ
-  pb.c = static_cast<T*>(p.c);
   TORCH_INTERNAL_ASSERT(p.c == nullptr || p.n == 0 || p.ldc == p.n,
                         "fusedmlp: the CPU GEMM writes a contiguous C");
-  pb.bias = static_cast<const T*>(p.bias);
-  pb.bias_stride = p.bias_stride;
-  pb.act = p.act;
-  pb.slope = static_cast<T>(p.slope);
-  pb.c_pre = static_cast<T*>(p.c_pre);
-  pb.a_saved = matrix<T>(p.a_saved);
-  pb.a_act = p.a_act;
-  pb.a_row_sums = static_cast<T*>(p.a_row_sums);
-  gemm(pb);
+  gemm(typed_problem<T>(p));
 }
 
 void cpu_gemm(DType dtype, const fusedmlp::GemmProblem& problem, const at::Tensor& /*like*/) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "activation.h"
+#include "gemm_problem.h"
 
 namespace fusedmlp::cpu {
 
@@ -43,6 +44,33 @@ struct GemmProblem {
   // If set, receives the m row sums of the (derived) A, accumulated while A is packed.
   T* a_row_sums = nullptr;
 };
+
+// The typed form of the shared problem (the one mapping from gemm_problem.h's convention,
+// used by backend_cpu.cpp and by the standalone check tests/native/gemm_check.cpp): an
+// outer x k operand is the matrix (outer, k), and B is taken as the k x n matrix Bᵀ.
+// C must be contiguous (ldc == n).
+template <typename T>
+GemmProblem<T> typed_problem(const fusedmlp::GemmProblem& p) {
+  const auto matrix = [](const Operand& op) {
+    return StridedMatrix<T>{static_cast<const T*>(op.data), op.outer_stride, op.k_stride};
+  };
+  GemmProblem<T> pb;
+  pb.m = p.m;
+  pb.n = p.n;
+  pb.k = p.k;
+  pb.a = matrix(p.a);
+  pb.b = matrix(p.b).transposed();
+  pb.c = static_cast<T*>(p.c);
+  pb.bias = static_cast<const T*>(p.bias);
+  pb.bias_stride = p.bias_stride;
+  pb.act = p.act;
+  pb.slope = static_cast<T>(p.slope);
+  pb.c_pre = static_cast<T*>(p.c_pre);
+  pb.a_saved = matrix(p.a_saved);
+  pb.a_act = p.a_act;
+  pb.a_row_sums = static_cast<T*>(p.a_row_sums);
+  return pb;
+}
 
 template <typename T>
 void gemm(const GemmProblem<T>& problem);
