@@ -9,6 +9,7 @@
 
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
+#include "cpu_info_module.h"
 
 TORCH_LIBRARY(fusedmlp, m) {
   // y = relu(x @ weight.T + bias); x: (..., in_features), weight: (out_features, in_features),
@@ -84,6 +85,12 @@ PyMethodDef methods[] = {
     {"cuda_built", cuda_built, METH_NOARGS, "Whether the CUDA kernels were compiled in."},
     {"fma_peak_gflops", fma_peak_gflops, METH_NOARGS,
      "float32 FMA peak (GF/s) of the active CPU ISA on all torch threads, measured now."},
+    {"cpu_caches", fusedmlp::py_cpu_caches, METH_NOARGS,
+     "The CPU model and the cache sizes the blocking uses (and where they came from)."},
+    {"set_cpu_caches", fusedmlp::py_set_cpu_caches, METH_O,
+     "Force cache sizes, e.g. 'l1d=32K,l2=1M,l3=32M'; '' restores the detected ones."},
+    {"cpu_blocking", fusedmlp::py_cpu_blocking, METH_NOARGS,
+     "The GEMM block sizes of the active CPU ISA with the current cache sizes."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C",

@@ -18,6 +18,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "cpu/blocking.h"
 #include "cpu/isa.h"
 #include "cpu/pack.h"
 
@@ -82,26 +83,10 @@ struct Blocking {
   int64_t m_blocks, n_blocks;
 };
 
-// Largest blocks, in bytes of one row / column so that fp64 gets half the elements.
-struct BlockLimits {
-  int64_t kc_bytes, nc_bytes, mc;
-};
-// Packed path (x86 cores of 32 KiB L1d and >= 1 MiB L2): A micro-panel MR x KC of 8 KiB
-// in L1, B block KC x NC of 512 KiB in L2, A block MC x KC of 192 KiB.
-constexpr BlockLimits kPackedLimits{1024, 2048, 192};
-// Dot-product path: MR + 4 rows of KC elements (fp32: 7 x 4 KiB) stay in L1 for a tile;
-// the A block MC x KC (256 KiB) is re-read from L2 for every 4 rows of B.
-constexpr BlockLimits kDotLimits{4096, 2048, 64};
-constexpr int64_t kDotMaxRows = 512;
-// Multiply-adds per thread below which a GEMM does not use another thread (~5 us of work).
-constexpr int64_t kMinWorkPerThread = 256 * 1024;
-
 // Cache-sized blocks, shrunk so that small problems still give every thread a task.
-Blocking choose_blocking(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t elem_size,
+Blocking choose_blocking(int64_t m, int64_t n, int64_t k, int mr, int nr,
                          const BlockLimits& limits, int64_t threads) {
-  const int64_t kc_max = limits.kc_bytes / elem_size;
-  const int64_t nc_max = limits.nc_bytes / elem_size;
-  const int64_t mc_max = limits.mc;
+  const int64_t kc_max = limits.kc, nc_max = limits.nc, mc_max = limits.mc;
   Blocking b{};
   b.kc = std::max<int64_t>(1, ceil_div(k, std::max<int64_t>(1, ceil_div(k, kc_max))));
   int64_t m_blocks = ceil_div(m, mc_max), n_blocks = ceil_div(n, nc_max);
@@ -231,10 +216,14 @@ void gemm(const GemmProblem<T>& pb) {
   // layer) runs faster on the calling thread, and does not wait on a descheduled worker.
   const int64_t threads = std::clamp<int64_t>(pb.m * pb.n * pb.k / kMinWorkPerThread, 1,
                                               at::get_num_threads());
-  const Blocking blk = dot ? choose_blocking(pb.m, pb.n, pb.k, uk.dot_mr, kDotNR, sizeof(T),
-                                             kDotLimits, threads)
-                           : choose_blocking(pb.m, pb.n, pb.k, uk.mr, uk.nr, sizeof(T),
-                                             kPackedLimits, threads);
+  // Block sizes from this machine's caches (blocking.h), read on every call so that an
+  // override (tests: forced small or large caches) applies from the next GEMM on.
+  const CacheSizes caches = cache_sizes();
+  const Blocking blk =
+      dot ? choose_blocking(pb.m, pb.n, pb.k, uk.dot_mr, kDotNR,
+                            dot_block_limits(caches, uk.dot_mr, sizeof(T)), threads)
+          : choose_blocking(pb.m, pb.n, pb.k, uk.mr, uk.nr,
+                            packed_block_limits(caches, uk.mr, uk.nr, sizeof(T)), threads);
   // The micro-kernel loads NR bias values at once: give it a zero-padded contiguous copy.
   std::vector<T> bias_padded;
   if (pb.bias) {
@@ -286,6 +275,14 @@ double fma_peak_gflops() {
 }
 
 template <typename T>
+BlockingInfo blocking_info() {
+  const MicroKernel<T> uk = active_microkernel<T>();
+  const CacheSizes caches = cache_sizes();
+  return {uk.mr, uk.nr, uk.dot_mr, packed_block_limits(caches, uk.mr, uk.nr, sizeof(T)),
+          dot_block_limits(caches, uk.dot_mr, sizeof(T))};
+}
+
+template <typename T>
 void masked_row_sums(int64_t m, int64_t k, StridedMatrix<T> a, StridedMatrix<T> a_mask, T* out) {
   at::parallel_for(0, m, 64, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
@@ -299,6 +296,8 @@ void masked_row_sums(int64_t m, int64_t k, StridedMatrix<T> a, StridedMatrix<T> 
 
 template void gemm<float>(const GemmProblem<float>&);
 template void gemm<double>(const GemmProblem<double>&);
+template BlockingInfo blocking_info<float>();
+template BlockingInfo blocking_info<double>();
 template void masked_row_sums<float>(int64_t, int64_t, StridedMatrix<float>, StridedMatrix<float>, float*);
 template void masked_row_sums<double>(int64_t, int64_t, StridedMatrix<double>, StridedMatrix<double>, double*);
 

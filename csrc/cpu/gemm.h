@@ -5,6 +5,8 @@
 
 #include <cstdint>
 
+#include "cpu/blocking.h"
+
 namespace fusedmlp::cpu {
 
 // A read-only strided matrix: element (r, c) is data[r * row_stride + c * col_stride].
@@ -42,6 +44,15 @@ void gemm(const GemmProblem<T>& problem);
 // at::get_num_threads() threads: the best of a few ~20 ms register-only runs. The
 // benchmark's ceilings and "% of FMA peak" columns are taken against it.
 double fma_peak_gflops();
+
+// The register tiles of the active ISA's micro-kernels for T and the block limits a GEMM
+// would use with the current cache sizes (what fusedmlp.info() shows).
+struct BlockingInfo {
+  int mr, nr, dot_mr;
+  BlockLimits packed, dot;
+};
+template <typename T>
+BlockingInfo blocking_info();
 
 // out[r] = sum over c of A(r, c) (masked as in GemmProblem), for when no GEMM runs.
 template <typename T>
