@@ -252,12 +252,15 @@ def main(argv=None):
     skip = set(filter(None, args.skip.split(",")))
     with_compile = not args.no_compile
     info = fusedmlp.info()
-    header = (f"{platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-              f"fusedmlp ISA {info['cpu_isa']}, {args.dtype}")
+    # The CPU model, its caches and the kernel ISA: every results table must name them.
+    from fusedmlp._info import cpu_description
+    header = (f"{platform.machine()} {cpu_description()}; torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads, {args.dtype}")
     # float64 vectors hold half the lanes of float32 ones, at the same FMA rate.
     peak = fusedmlp._C.fma_peak_gflops() / (2 if dtype == torch.float64 else 1)
     print(f"# {header}; {args.dtype} FMA peak {peak:.1f} GF/s")
-    results = {"machine": header, "fma_peak_gflops": peak, "gemm": [], "layers": [], "train": []}
+    results = {"machine": header, "cpu": info["cpu"], "cpu_caches": info["cpu_caches"],
+               "cpu_isa": info["cpu_isa"], "fma_peak_gflops": peak, "gemm": [], "layers": [], "train": []}
 
     if "gemm" not in skip:
         results["gemm"] = [bench_gemm(s, dtype, args.min_run_time) for s in GEMM_SIZES]
