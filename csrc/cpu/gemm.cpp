@@ -284,7 +284,10 @@ BlockingInfo blocking_info() {
 
 template <typename T>
 void masked_row_sums(int64_t m, int64_t k, StridedMatrix<T> a, StridedMatrix<T> a_mask, T* out) {
-  at::parallel_for(0, m, 64, [&](int64_t begin, int64_t end) {
+  // Rows per task: enough additions to outweigh waking a thread (a small batch's grad_b
+  // is a few thousand additions and stays on the calling thread).
+  const int64_t grain = std::max<int64_t>(64, kMinWorkPerThread / std::max<int64_t>(k, 1));
+  at::parallel_for(0, m, grain, [&](int64_t begin, int64_t end) {
     for (int64_t r = begin; r < end; ++r) {
       T sum = T(0);  // same order as the sums taken while packing: one row, k ascending
       for (int64_t c = 0; c < k; ++c)

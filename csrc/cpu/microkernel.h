@@ -17,6 +17,14 @@ template <class V, int MR, int NV>
 void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64_t a_k_stride,
                  const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc, int m_valid,
                  int n_valid, const typename V::T* bias, bool accumulate, bool relu) {
+  if constexpr (MR > 1) {
+    // Fewer rows than the tile (a small batch, or A's last rows): run the kernel of exactly
+    // m_valid rows, so no FMAs go to rows that are never stored. Each element still sees
+    // the same sequence of FMAs, so the bits do not depend on which tile computed it.
+    if (m_valid < MR)
+      return microkernel<V, MR - 1, NV>(kc, a, a_row_stride, a_k_stride, b, ldb, c, ldc,
+                                        m_valid, n_valid, bias, accumulate, relu);
+  }
   constexpr int W = V::width;
   constexpr int NR = NV * W;
   typename V::Reg acc[MR][NV];
@@ -95,6 +103,12 @@ template <class V, int MR>
 void dot_microkernel(int64_t kc, const typename V::T* a, int64_t lda, const typename V::T* b,
                      int64_t ldb, typename V::T* c, int64_t ldc, int m_valid, int n_valid,
                      const typename V::T* bias, bool accumulate, bool relu) {
+  if constexpr (MR > 1) {
+    // As in microkernel: exactly m_valid rows (a batch of 1 no longer pays for MR rows).
+    if (m_valid < MR)
+      return dot_microkernel<V, MR - 1>(kc, a, lda, b, ldb, c, ldc, m_valid, n_valid, bias,
+                                        accumulate, relu);
+  }
   using T = typename V::T;
   constexpr int W = V::width;
   constexpr int NR = kDotNR;
