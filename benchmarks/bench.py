@@ -37,7 +37,8 @@ from torch import nn
 import fusedmlp
 from fusedmlp.train import ClassicNet
 
-LAYER_SHAPES = ["64x784x128", "256x784x128", "1024x784x128", "4096x784x128",
+LAYER_SHAPES = ["1x784x128", "4x784x128", "16x784x128", "64x784x128", "256x784x128",
+                "1024x784x128", "4096x784x128", "1x128x10", "4x128x10", "16x128x10",
                 "64x128x10", "1024x1024x1024"]
 GEMM_SIZES = [1024, 2048]
 
