@@ -52,12 +52,53 @@ struct F64x8 {
   }
 };
 
+// keep(y) = !(y <= 0) per lane (NLE_UQ is true for NaN too, as threshold_backward is).
+inline __mmask16 keep_lanes(__m512 y) {
+  return _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_NLE_UQ);
+}
+inline __mmask8 keep_lanes(__m512d y) {
+  return _mm512_cmp_pd_mask(y, _mm512_setzero_pd(), _CMP_NLE_UQ);
+}
+
+// MicroKernel::pack_cols for the 8-row panels (A column-major: g^T in grad_w = g^T x):
+// panel column p is one contiguous run of `rows` values, loaded only where the ReLU mask
+// keeps them (the other lanes read as 0), added to the row sums lane by lane in ascending
+// p as the portable loop does, and stored as one 8-value panel row.
+void pack_cols_8(const float* a, int64_t lda, const float* mask, int64_t ldm, int rows,
+                 int64_t kc, float* dst, float* sums) {
+  const __mmask16 valid = lanes16(rows);
+  __m512 sum = _mm512_maskz_loadu_ps(valid, sums);
+  for (int64_t p = 0; p < kc; ++p) {
+    const __mmask16 kept =
+        mask ? valid & keep_lanes(_mm512_maskz_loadu_ps(valid, mask + p * ldm)) : valid;
+    const __m512 v = _mm512_maskz_loadu_ps(kept, a + p * lda);
+    sum = _mm512_add_ps(sum, v);
+    _mm256_storeu_ps(dst + p * 8, _mm512_castps512_ps256(v));
+  }
+  _mm512_mask_storeu_ps(sums, valid, sum);
+}
+
+void pack_cols_8_f64(const double* a, int64_t lda, const double* mask, int64_t ldm, int rows,
+                     int64_t kc, double* dst, double* sums) {
+  const __mmask8 valid = lanes8(rows);
+  __m512d sum = _mm512_maskz_loadu_pd(valid, sums);
+  for (int64_t p = 0; p < kc; ++p) {
+    const __mmask8 kept =
+        mask ? valid & keep_lanes(_mm512_maskz_loadu_pd(valid, mask + p * ldm)) : valid;
+    const __m512d v = _mm512_maskz_loadu_pd(kept, a + p * lda);
+    sum = _mm512_add_pd(sum, v);
+    _mm512_storeu_pd(dst + p * 8, v);
+  }
+  _mm512_mask_storeu_pd(sums, valid, sum);
+}
+
 }  // namespace
 
 // 8 x 32 fp32: 16 accumulators + 2 B vectors of the 32 zmm registers; A is broadcast
 // straight from memory (embedded broadcast), 16 FMAs per 10 loads.
 // Dot-product 4 x 4: 16 accumulators + 4 A vectors + 1 B vector.
-// Packing uses the AVX2 transposes (every AVX-512 CPU has AVX2).
+// Packing uses the AVX2 transposes (every AVX-512 CPU has AVX2) for B, masked AVX-512
+// loads for column-major A panels; row-major A panels are packed by the portable loop.
 MicroKernels avx512_microkernels() {
   MicroKernels k{make_microkernel<F32x16, 8, 2, 4>(), make_microkernel<F64x8, 8, 2, 4>()};
   const MicroKernels avx2 = avx2_microkernels();
@@ -65,6 +106,8 @@ MicroKernels avx512_microkernels() {
   k.f32.transpose = avx2.f32.transpose;
   k.f64.transpose_tile = avx2.f64.transpose_tile;
   k.f64.transpose = avx2.f64.transpose;
+  k.f32.pack_cols = &pack_cols_8;
+  k.f64.pack_cols = &pack_cols_8_f64;
   return k;
 }
 
