@@ -92,13 +92,61 @@ void pack_cols_8_f64(const double* a, int64_t lda, const double* mask, int64_t l
   _mm512_mask_storeu_pd(sums, valid, sum);
 }
 
+// MicroKernel::pack_rows for the 8-row fp32 panels (A row-major: the masked grad_y in
+// grad_x = g W): 16 columns of the 8 rows at a time are transposed in registers (unpack
+// and shuffle within 128-bit lanes give each lane 4 rows of one column) and stored as 16
+// panel rows of 4 + 4 floats; the last < 16 columns go the same way under a lane mask.
+void pack_rows_8(const float* a, int64_t lda, const float* mask, int64_t ldm, int rows,
+                 int64_t kc, float* dst) {
+  for (int64_t p = 0; p < kc; p += 16) {
+    // No std::min: this unit must not instantiate library templates (see isa.h).
+    const int cols = kc - p < 16 ? static_cast<int>(kc - p) : 16;
+    const __mmask16 valid = lanes16(cols);
+    __m512 r[8];
+    for (int i = 0; i < 8; ++i) {
+      if (i >= rows) {
+        r[i] = _mm512_setzero_ps();
+        continue;
+      }
+      const __mmask16 kept =
+          mask ? valid & keep_lanes(_mm512_maskz_loadu_ps(valid, mask + i * ldm + p)) : valid;
+      r[i] = _mm512_maskz_loadu_ps(kept, a + i * lda + p);
+    }
+    __m512 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {  // per lane: rows i, i+1 of columns 4L, 4L+1 / 4L+2, 4L+3
+      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int h = 0; h < 8; h += 4) {  // per lane: rows h..h+3 of column 4L + j in u[h + j]
+      u[h] = _mm512_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      u[h + 1] = _mm512_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      u[h + 2] = _mm512_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      u[h + 3] = _mm512_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    float* out = dst + p * 8;
+    auto store_column = [&](int c, __m128 rows_0_3, __m128 rows_4_7) {
+      if (c >= cols) return;
+      _mm_storeu_ps(out + c * 8, rows_0_3);
+      _mm_storeu_ps(out + c * 8 + 4, rows_4_7);
+    };
+    for (int j = 0; j < 4; ++j) {
+      store_column(j, _mm512_extractf32x4_ps(u[j], 0), _mm512_extractf32x4_ps(u[4 + j], 0));
+      store_column(4 + j, _mm512_extractf32x4_ps(u[j], 1), _mm512_extractf32x4_ps(u[4 + j], 1));
+      store_column(8 + j, _mm512_extractf32x4_ps(u[j], 2), _mm512_extractf32x4_ps(u[4 + j], 2));
+      store_column(12 + j, _mm512_extractf32x4_ps(u[j], 3),
+                   _mm512_extractf32x4_ps(u[4 + j], 3));
+    }
+  }
+}
+
 }  // namespace
 
 // 8 x 32 fp32: 16 accumulators + 2 B vectors of the 32 zmm registers; A is broadcast
 // straight from memory (embedded broadcast), 16 FMAs per 10 loads.
 // Dot-product 4 x 4: 16 accumulators + 4 A vectors + 1 B vector.
-// Packing uses the AVX2 transposes (every AVX-512 CPU has AVX2) for B, masked AVX-512
-// loads for column-major A panels; row-major A panels are packed by the portable loop.
+// Packing uses the AVX2 transposes (every AVX-512 CPU has AVX2) for B, and masked AVX-512
+// loads (the ReLU mask as a k-mask) for the A panels; fp64's row-major A panels are
+// packed by the portable loop.
 MicroKernels avx512_microkernels() {
   MicroKernels k{make_microkernel<F32x16, 8, 2, 4>(), make_microkernel<F64x8, 8, 2, 4>()};
   const MicroKernels avx2 = avx2_microkernels();
@@ -106,6 +154,7 @@ MicroKernels avx512_microkernels() {
   k.f32.transpose = avx2.f32.transpose;
   k.f64.transpose_tile = avx2.f64.transpose_tile;
   k.f64.transpose = avx2.f64.transpose;
+  k.f32.pack_rows = &pack_rows_8;
   k.f32.pack_cols = &pack_cols_8;
   k.f64.pack_cols = &pack_cols_8_f64;
   return k;
