@@ -20,7 +20,13 @@ inline __mmask8 lanes8(int n) {
 struct F32x16 {
   using T = float;
   using Reg = __m512;
+  using Mask = __mmask16;
   static constexpr int width = 16;
+  static Mask lanes(int n) { return lanes16(n); }
+  static Reg load_masked(Mask m, const T* p) { return _mm512_maskz_loadu_ps(m, p); }
+  // keep(y) = !(y <= 0) per lane (NLE_UQ is true for NaN too, as threshold_backward is).
+  static Mask keep(Reg y) { return _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_NLE_UQ); }
+  static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
   static Reg zero() { return _mm512_setzero_ps(); }
   static Reg load(const T* p) { return _mm512_loadu_ps(p); }
   static Reg load_partial(const T* p, int n) { return _mm512_maskz_loadu_ps(lanes16(n), p); }
@@ -38,7 +44,12 @@ struct F32x16 {
 struct F64x8 {
   using T = double;
   using Reg = __m512d;
+  using Mask = __mmask8;
   static constexpr int width = 8;
+  static Mask lanes(int n) { return lanes8(n); }
+  static Reg load_masked(Mask m, const T* p) { return _mm512_maskz_loadu_pd(m, p); }
+  static Mask keep(Reg y) { return _mm512_cmp_pd_mask(y, _mm512_setzero_pd(), _CMP_NLE_UQ); }
+  static Reg add(Reg a, Reg b) { return _mm512_add_pd(a, b); }
   static Reg zero() { return _mm512_setzero_pd(); }
   static Reg load(const T* p) { return _mm512_loadu_pd(p); }
   static Reg load_partial(const T* p, int n) { return _mm512_maskz_loadu_pd(lanes8(n), p); }
@@ -52,44 +63,23 @@ struct F64x8 {
   }
 };
 
-// keep(y) = !(y <= 0) per lane (NLE_UQ is true for NaN too, as threshold_backward is).
-inline __mmask16 keep_lanes(__m512 y) {
-  return _mm512_cmp_ps_mask(y, _mm512_setzero_ps(), _CMP_NLE_UQ);
-}
-inline __mmask8 keep_lanes(__m512d y) {
-  return _mm512_cmp_pd_mask(y, _mm512_setzero_pd(), _CMP_NLE_UQ);
-}
-
 // MicroKernel::pack_cols for the 8-row panels (A column-major: g^T in grad_w = g^T x):
 // panel column p is one contiguous run of `rows` values, loaded only where the ReLU mask
 // keeps them (the other lanes read as 0), added to the row sums lane by lane in ascending
-// p as the portable loop does, and stored as one 8-value panel row.
-void pack_cols_8(const float* a, int64_t lda, const float* mask, int64_t ldm, int rows,
-                 int64_t kc, float* dst, float* sums) {
-  const __mmask16 valid = lanes16(rows);
-  __m512 sum = _mm512_maskz_loadu_ps(valid, sums);
+// p as the portable loop does, and stored as one 8-value panel row. V: F32x16 or F64x8.
+template <class V>
+void pack_cols_8(const typename V::T* a, int64_t lda, const typename V::T* mask, int64_t ldm,
+                 int rows, int64_t kc, typename V::T* dst, typename V::T* sums) {
+  const typename V::Mask valid = V::lanes(rows);
+  typename V::Reg sum = V::load_masked(valid, sums);
   for (int64_t p = 0; p < kc; ++p) {
-    const __mmask16 kept =
-        mask ? valid & keep_lanes(_mm512_maskz_loadu_ps(valid, mask + p * ldm)) : valid;
-    const __m512 v = _mm512_maskz_loadu_ps(kept, a + p * lda);
-    sum = _mm512_add_ps(sum, v);
-    _mm256_storeu_ps(dst + p * 8, _mm512_castps512_ps256(v));
+    const typename V::Mask kept =
+        mask ? valid & V::keep(V::load_masked(valid, mask + p * ldm)) : valid;
+    const typename V::Reg v = V::load_masked(kept, a + p * lda);
+    sum = V::add(sum, v);
+    V::store_partial(dst + p * 8, v, 8);
   }
-  _mm512_mask_storeu_ps(sums, valid, sum);
-}
-
-void pack_cols_8_f64(const double* a, int64_t lda, const double* mask, int64_t ldm, int rows,
-                     int64_t kc, double* dst, double* sums) {
-  const __mmask8 valid = lanes8(rows);
-  __m512d sum = _mm512_maskz_loadu_pd(valid, sums);
-  for (int64_t p = 0; p < kc; ++p) {
-    const __mmask8 kept =
-        mask ? valid & keep_lanes(_mm512_maskz_loadu_pd(valid, mask + p * ldm)) : valid;
-    const __m512d v = _mm512_maskz_loadu_pd(kept, a + p * lda);
-    sum = _mm512_add_pd(sum, v);
-    _mm512_storeu_pd(dst + p * 8, v);
-  }
-  _mm512_mask_storeu_pd(sums, valid, sum);
+  V::store_partial(sums, sum, rows);
 }
 
 // MicroKernel::pack_rows for the 8-row fp32 panels (A row-major: the masked grad_y in
@@ -109,7 +99,7 @@ void pack_rows_8(const float* a, int64_t lda, const float* mask, int64_t ldm, in
         continue;
       }
       const __mmask16 kept =
-          mask ? valid & keep_lanes(_mm512_maskz_loadu_ps(valid, mask + i * ldm + p)) : valid;
+          mask ? valid & F32x16::keep(_mm512_maskz_loadu_ps(valid, mask + i * ldm + p)) : valid;
       r[i] = _mm512_maskz_loadu_ps(kept, a + i * lda + p);
     }
     __m512 t[8], u[8];
@@ -155,8 +145,8 @@ MicroKernels avx512_microkernels() {
   k.f64.transpose_tile = avx2.f64.transpose_tile;
   k.f64.transpose = avx2.f64.transpose;
   k.f32.pack_rows = &pack_rows_8;
-  k.f32.pack_cols = &pack_cols_8;
-  k.f64.pack_cols = &pack_cols_8_f64;
+  k.f32.pack_cols = &pack_cols_8<F32x16>;
+  k.f64.pack_cols = &pack_cols_8<F64x8>;
   return k;
 }
 
