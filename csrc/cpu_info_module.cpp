@@ -33,7 +33,8 @@ PyObject* dtype_blocking() {
   const cpu::BlockingInfo info = cpu::blocking_info<T>();
   PyObject* d = PyDict_New();
   if (d && put(d, "packed", limits_dict(info.packed, info.mr, info.nr)) &&
-      put(d, "dot", limits_dict(info.dot, info.dot_mr, cpu::kDotNR)))
+      put(d, "dot", limits_dict(info.dot, info.dot_mr, cpu::kDotNR)) &&
+      put(d, "dot_max_rows", PyLong_FromLong(info.dot_max_rows)))
     return d;
   Py_XDECREF(d);
   return nullptr;
@@ -86,7 +87,6 @@ PyObject* py_cpu_blocking(PyObject*, PyObject*) {
     PyObject* d = PyDict_New();
     if (d && put(d, "float32", dtype_blocking<float>()) &&
         put(d, "float64", dtype_blocking<double>()) &&
-        put(d, "dot_max_rows", PyLong_FromLongLong(cpu::kDotMaxRows)) &&
         put(d, "min_work_per_thread", PyLong_FromLongLong(cpu::kMinWorkPerThread)))
       return d;
     Py_XDECREF(d);

@@ -10,8 +10,8 @@ namespace fusedmlp {
 PyObject* py_cpu_caches(PyObject* self, PyObject* unused);
 // set_cpu_caches("l1d=32K,l2=1M,l3=32M") (any subset; "" restores the detected sizes).
 PyObject* py_set_cpu_caches(PyObject* self, PyObject* spec);
-// {"float32": {...}, "float64": {...}, "dot_max_rows", "min_work_per_thread"}: the block
-// sizes the active ISA's kernels use with the current cache sizes.
+// {"float32": {"packed", "dot", "dot_max_rows"}, "float64": {...}, "min_work_per_thread"}:
+// the block sizes the active ISA's kernels use with the current cache sizes.
 PyObject* py_cpu_blocking(PyObject* self, PyObject* unused);
 
 }  // namespace fusedmlp

@@ -14,9 +14,9 @@ def info() -> dict:
     ``cpu_caches``: L1d / L2 per core and L3 in bytes and their ``source`` (CPUID leaf
     0x8000001D on AMD, leaf 4 on Intel, sysfs, or an override). ``cpu_blocking``: per dtype,
     the register tile (mr x nr) and the largest blocks (mc, kc, nc) of the packed and the
-    dot-product GEMM paths on the active ISA; ``dot_max_rows`` (the largest batch on the
-    dot-product path) and ``min_work_per_thread`` (multiply-adds below which a GEMM stays
-    on the calling thread)."""
+    dot-product GEMM paths on the active ISA and ``dot_max_rows`` (the largest batch whose
+    forward takes the dot-product path); ``min_work_per_thread`` (multiply-adds below which
+    a GEMM stays on the calling thread)."""
     from . import __version__
     caches = _C.cpu_caches()
     return {

@@ -37,7 +37,8 @@ def test_info_reports_cpu_caches_and_blocking():
             b = blocking[dtype][path]
             assert b["mr"] >= 1 and b["nr"] >= 1 and b["kc"] >= 16
             assert b["mc"] >= 1 and b["nc"] >= b["nr"] and b["nc"] % b["nr"] == 0
-    assert blocking["dot_max_rows"] > 0 and blocking["min_work_per_thread"] > 0
+        assert blocking[dtype]["dot_max_rows"] > 0
+    assert blocking["min_work_per_thread"] > 0
     out = subprocess.run([sys.executable, "-m", "fusedmlp.info"], capture_output=True,
                          text=True, check=True).stdout
     assert "cpu_caches" in out and "cpu_blocking" in out

@@ -24,9 +24,12 @@ BlockLimits packed_block_limits(const CacheSizes& caches, int mr, int nr, int64_
 // tile; the MC x KC A block in L2 is re-read for every kDotNR rows of B.
 BlockLimits dot_block_limits(const CacheSizes& caches, int dot_mr, int64_t elem_size);
 
-// Rows of A up to which x · W^T takes the dot-product path (measured crossover with the
-// packed path; NOTES.md).
-constexpr int64_t kDotMaxRows = 512;
+// Whether x · W^T (both K-contiguous, nothing masked) takes the dot-product path rather
+// than packed panels: for batches up to the ISA's measured crossover (MicroKernel::
+// dot_max_rows), and for narrow layers (fewer outputs than the packed tile's NR columns,
+// which would be mostly padding) with K long enough to amortise the dot tiles' horizontal
+// reductions (NOTES.md).
+bool prefers_dot(int64_t m, int64_t n, int64_t k, int64_t dot_max_rows, int nr);
 // Multiply-adds per thread below which a GEMM does not use another thread (~5 us of work:
 // waking a worker costs more than it saves, and a descheduled one stalls the call).
 constexpr int64_t kMinWorkPerThread = 256 * 1024;

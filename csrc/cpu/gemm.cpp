@@ -211,7 +211,8 @@ void gemm(const GemmProblem<T>& pb) {
   // fast or faster (2048^3: 146 vs 121 GF/s on 2 threads, NOTES.md). Everything else
   // (strided operands, the masked backward GEMMs) goes through packed panels.
   const bool dot = uk.dot && pb.a.col_stride == 1 && pb.b.row_stride == 1 &&
-                   !pb.a_mask.data && !pb.a_row_sums && pb.m <= kDotMaxRows;
+                   !pb.a_mask.data && !pb.a_row_sums &&
+                   prefers_dot(pb.m, pb.n, pb.k, uk.dot_max_rows, uk.nr);
   // Threads only for work that outweighs waking them: a tiny GEMM (an MLP's 128 -> 10
   // layer) runs faster on the calling thread, and does not wait on a descheduled worker.
   const int64_t threads = std::clamp<int64_t>(pb.m * pb.n * pb.k / kMinWorkPerThread, 1,
@@ -278,7 +279,8 @@ template <typename T>
 BlockingInfo blocking_info() {
   const MicroKernel<T> uk = active_microkernel<T>();
   const CacheSizes caches = cache_sizes();
-  return {uk.mr, uk.nr, uk.dot_mr, packed_block_limits(caches, uk.mr, uk.nr, sizeof(T)),
+  return {uk.mr, uk.nr, uk.dot_mr, uk.dot_max_rows,
+          packed_block_limits(caches, uk.mr, uk.nr, sizeof(T)),
           dot_block_limits(caches, uk.dot_mr, sizeof(T))};
 }
 

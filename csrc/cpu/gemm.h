@@ -48,7 +48,7 @@ double fma_peak_gflops();
 // The register tiles of the active ISA's micro-kernels for T and the block limits a GEMM
 // would use with the current cache sizes (what fusedmlp.info() shows).
 struct BlockingInfo {
-  int mr, nr, dot_mr;
+  int mr, nr, dot_mr, dot_max_rows;
   BlockLimits packed, dot;
 };
 template <typename T>
