@@ -56,10 +56,14 @@ def median_us(fn, min_run_time):
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e6
 
 
-def interleaved_us(fns, min_run_time, rounds=3):
+ROUNDS = 3  # interleaved turns per measurement (--rounds)
+
+
+def interleaved_us(fns, min_run_time, rounds=None):
     """{name: us}: each callable timed in `rounds` interleaved turns (a, b, a, b, ...), the
     fastest turn's median kept. The host is shared: its speed drifts over seconds, and
     timing a baseline and ours back to back once lets that drift decide the ratio."""
+    rounds = rounds or ROUNDS
     best = {name: float("inf") for name in fns}
     for fn in fns.values():  # warm-up (torch.compile compiles here)
         fn()
@@ -241,6 +245,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--min-run-time", type=float, default=0.5,
                         help="seconds per measurement (torch.utils.benchmark)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS,
+                        help="interleaved turns per measurement, the best kept (more on a busy "
+                             "host: a turn whose threads were descheduled is dropped)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile baselines")
     parser.add_argument("--skip", default="", help="comma list of tables to skip: gemm,layers,train")
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
@@ -248,6 +255,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    global ROUNDS
+    ROUNDS = max(1, args.rounds)
     shapes = [parse_shape(s) for s in args.shapes.split(",") if s]
     dtype = getattr(torch, args.dtype)
     skip = set(filter(None, args.skip.split(",")))
