@@ -228,6 +228,7 @@ def plot(path, layers):
 
 
 def main(argv=None):
+    global ROUNDS
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--device" in argv:  # the GPU benchmark has its own script and options
         i = argv.index("--device")
@@ -255,7 +256,6 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    global ROUNDS
     ROUNDS = max(1, args.rounds)
     shapes = [parse_shape(s) for s in args.shapes.split(",") if s]
     dtype = getattr(torch, args.dtype)
