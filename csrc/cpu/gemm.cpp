@@ -4,9 +4,11 @@
 //   jc (a thread takes a run of row blocks of one column block) -> pc (K blocks, fixed
 //   order) -> pack B block (L2) -> ic (row blocks) -> pack A block -> ir (MR panels of A;
 //   one micro-panel stays in L1) -> jr (NR panels of B, or B itself when read in place)
-// The forward x · W^T with contiguous operands and up to 512 rows takes the dot-product
-// kernel instead, which packs nothing. The K reduction of every output element runs in
-// one thread in a fixed order, so the result is bitwise identical for any thread count.
+// The forward x · W^T with contiguous operands and a small batch (up to the ISA's
+// crossover) or a narrow W takes the dot-product kernel instead, which packs nothing.
+// Block sizes come from the detected caches (blocking.h). The K reduction of every output
+// element runs in one thread in a fixed order, so the result is bitwise identical for any
+// thread count.
 #include "cpu/gemm.h"
 
 #include <ATen/Parallel.h>
@@ -207,9 +209,10 @@ void gemm(const GemmProblem<T>& pb) {
   if (uk.mr > kMaxMR) throw std::logic_error("fusedmlp: micro-kernel MR exceeds kMaxMR");
   // x · W^T with row-major x and W (the forward pass) needs no packing at all: the
   // dot-product kernel reads both in place. It wins where packing B is a large share of
-  // the work (few rows of A per packed panel); from ~1024 rows on the packed kernel is as
-  // fast or faster (2048^3: 146 vs 121 GF/s on 2 threads, NOTES.md). Everything else
-  // (strided operands, the masked backward GEMMs) goes through packed panels.
+  // the work (few rows of A per packed panel), up to a crossover that depends on the ISA's
+  // kernel pair (AVX2: ~512 rows, AVX-512 on Zen 5: ~64; prefers_dot, NOTES.md).
+  // Everything else (strided operands, the masked backward GEMMs) goes through packed
+  // panels.
   const bool dot = uk.dot && pb.a.col_stride == 1 && pb.b.row_stride == 1 &&
                    !pb.a_mask.data && !pb.a_row_sums &&
                    prefers_dot(pb.m, pb.n, pb.k, uk.dot_max_rows, uk.nr);
