@@ -40,7 +40,8 @@ from torch import nn
 import fusedmlp
 from fusedmlp.train import ClassicNet
 
-LAYER_SHAPES = ["64x784x128", "256x784x128", "1024x784x128", "4096x784x128",
+LAYER_SHAPES = ["1x784x128", "4x784x128", "16x784x128", "64x784x128", "256x784x128",
+                "1024x784x128", "4096x784x128", "1x128x10", "4x128x10", "16x128x10",
                 "64x128x10", "1024x1024x1024"]
 GEMM_SIZES = [1024, 2048]
 
@@ -70,10 +71,14 @@ def median_us(fn, min_run_time):
     return timer.blocked_autorange(min_run_time=min_run_time).median * 1e6
 
 
-def interleaved_us(fns, min_run_time, rounds=3):
+ROUNDS = 3  # interleaved turns per measurement (--rounds)
+
+
+def interleaved_us(fns, min_run_time, rounds=None):
     """{name: us}: each callable timed in `rounds` interleaved turns (a, b, a, b, ...), the
     fastest turn's median kept. The host is shared: its speed drifts over seconds, and
     timing a baseline and ours back to back once lets that drift decide the ratio."""
+    rounds = rounds or ROUNDS
     best = {name: float("inf") for name in fns}
     for fn in fns.values():  # warm-up (torch.compile compiles here)
         fn()
@@ -309,6 +314,7 @@ def plot(path, layers):
 
 
 def main(argv=None):
+    global ROUNDS
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--device" in argv:  # the GPU benchmark has its own script and options
         i = argv.index("--device")
@@ -326,6 +332,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--min-run-time", type=float, default=0.5,
                         help="seconds per measurement (torch.utils.benchmark)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS,
+                        help="interleaved turns per measurement, the best kept (more on a busy "
+                             "host: a turn whose threads were descheduled is dropped)")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile baselines")
     parser.add_argument("--skip", default="", help="comma list of tables to skip: gemm,layers,train,mlp")
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
@@ -346,17 +355,21 @@ def main(argv=None):
                          f"{', '.join(EAGER_ACTS)}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    ROUNDS = max(1, args.rounds)
     shapes = [parse_shape(s) for s in args.shapes.split(",") if s]
     dtype = getattr(torch, args.dtype)
     skip = set(filter(None, args.skip.split(",")))
     with_compile = not args.no_compile
     info = fusedmlp.info()
-    header = (f"{platform.machine()} CPU, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-              f"fusedmlp ISA {info['cpu_isa']}, {args.dtype}")
+    # The CPU model, its caches and the kernel ISA: every results table must name them.
+    from fusedmlp._info import cpu_description
+    header = (f"{platform.machine()} {cpu_description()}; torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads, {args.dtype}")
     # float64 vectors hold half the lanes of float32 ones, at the same FMA rate.
     peak = fusedmlp._C.fma_peak_gflops() / (2 if dtype == torch.float64 else 1)
     print(f"# {header}; {args.dtype} FMA peak {peak:.1f} GF/s")
-    results = {"machine": header, "fma_peak_gflops": peak, "gemm": [], "layers": [], "train": []}
+    results = {"machine": header, "cpu": info["cpu"], "cpu_caches": info["cpu_caches"],
+               "cpu_isa": info["cpu_isa"], "fma_peak_gflops": peak, "gemm": [], "layers": [], "train": []}
 
     if "gemm" not in skip:
         results["gemm"] = [bench_gemm(s, dtype, args.min_run_time) for s in GEMM_SIZES]

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "activation_names.h"
+#include "cpu/cache_info.h"
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
 
@@ -22,6 +23,27 @@ constexpr bool kCudaBuilt =
 #else
     false;
 #endif
+
+pybind11::dict block_limits_dict(const cpu::BlockLimits& limits, int mr, int nr) {
+  pybind11::dict d;
+  d["mr"] = mr;
+  d["nr"] = nr;
+  d["mc"] = limits.mc;
+  d["kc"] = limits.kc;
+  d["nc"] = limits.nc;
+  return d;
+}
+
+// The register tiles and block limits of the active ISA for T (fusedmlp.info()).
+template <typename T>
+pybind11::dict dtype_blocking() {
+  const cpu::BlockingInfo info = cpu::blocking_info<T>();
+  pybind11::dict d;
+  d["packed"] = block_limits_dict(info.packed, info.mr, info.nr);
+  d["dot"] = block_limits_dict(info.dot, info.dot_mr, cpu::kDotNR);
+  d["dot_max_rows"] = info.dot_max_rows;
+  return d;
+}
 
 }  // namespace
 
@@ -48,4 +70,37 @@ PYBIND11_MODULE(_C, m) {
   m.def("fma_peak_gflops", &cpu::fma_peak_gflops,
         pybind11::call_guard<pybind11::gil_scoped_release>(),
         "float32 FMA peak (GF/s) of the active CPU ISA on all torch threads, measured now.");
+  m.def(
+      "cpu_caches",
+      [] {
+        const cpu::CpuModel& model = cpu::cpu_model();
+        const cpu::CacheSizes caches = cpu::cache_sizes();
+        pybind11::dict d;
+        d["vendor"] = model.vendor;
+        d["brand"] = model.brand;
+        d["family"] = model.family;
+        d["model"] = model.model;
+        d["stepping"] = model.stepping;
+        d["l1d"] = caches.l1d;
+        d["l2"] = caches.l2;
+        d["l3"] = caches.l3;
+        d["source"] = caches.source;
+        return d;
+      },
+      "The CPU model and the cache sizes the blocking uses (and where they came from).");
+  m.def(
+      "set_cpu_caches", [](const std::string& spec) { cpu::set_cache_sizes(spec); },
+      pybind11::arg("spec"),
+      "Force cache sizes, e.g. 'l1d=32K,l2=1M,l3=32M'; '' restores the detected ones "
+      "(ValueError naming what is wrong).");
+  m.def(
+      "cpu_blocking",
+      [] {
+        pybind11::dict d;
+        d["float32"] = dtype_blocking<float>();
+        d["float64"] = dtype_blocking<double>();
+        d["min_work_per_thread"] = cpu::kMinWorkPerThread;
+        return d;
+      },
+      "The GEMM block sizes of the active CPU ISA with the current cache sizes.");
 }

@@ -26,8 +26,8 @@ TORCH_ACTS = {
 ODD_SHAPES = [  # (rows, in_features, out_features)
     (1, 1, 1), (3, 17, 5), (17, 3, 1), (1, 129, 3), (7, 1, 13), (2, 31, 37),
     (129, 257, 131), (64, 784, 128), (5, 300, 41), (300, 70, 9),  # 300 rows: K-blocked grad_w
-    # CPU: the dot-product forward blocks K past 1024 (fp32) / 512 (fp64) elements, and
-    # from 513 rows on the forward takes the packed path.
+    # CPU: the dot-product forward blocks K (past 1024 fp32 / 512 fp64 elements at a 32 KiB
+    # L1d), and from 513 rows on (AVX-512: 65) the forward takes the packed path.
     (5, 1100, 6), (600, 37, 10),
 ]
 

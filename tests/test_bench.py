@@ -5,6 +5,8 @@ import pathlib
 import subprocess
 import sys
 
+import fusedmlp
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -30,6 +32,13 @@ def test_cpu_benchmark_writes_every_table(tmp_path):
     assert step["batch"] == 64 and step["vs_eager"] == step["eager_us"] / step["fused_us"]
     gemm_us = step["gemm_flop"] / peak / 1e3
     assert step["ceiling"] == step["eager_us"] / (gemm_us + step["fused_batch1_us"])
+    # Every table is headed by the CPU model, its caches and the ISA (RESULTS.md quotes it).
+    info = fusedmlp.info()
+    assert results["cpu"] == info["cpu"] and results["cpu_isa"] == info["cpu_isa"]
+    assert results["cpu_caches"]["l1d"] == info["cpu_caches"]["l1d"]
+    header = proc.stdout.splitlines()[0]
+    assert f"family {info['cpu']['family']} model {info['cpu']['model']}" in header
+    assert "L1d" in header and "L2" in header and "L3" in header and "ISA" in header
     assert "| 8x16->4 |" in proc.stdout and "ceiling" in proc.stdout and "% peak" in proc.stdout
     # the whole-MLP op table: FusedMLP as one op vs its layers vs eager, batch 1 and 64
     assert [r["batch"] for r in results["mlp"]] == [1, 64]

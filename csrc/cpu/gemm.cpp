@@ -4,9 +4,11 @@
 //   jc (a thread takes a run of row blocks of one column block) -> pc (K blocks, fixed
 //   order) -> pack B block (L2) -> ic (row blocks) -> pack A block -> ir (MR panels of A;
 //   one micro-panel stays in L1) -> jr (NR panels of B, or B itself when read in place)
-// The forward x · W^T with contiguous operands and up to 512 rows takes the dot-product
-// kernel instead, which packs nothing. The K reduction of every output element runs in
-// one thread in a fixed order, so the result is bitwise identical for any thread count.
+// The forward x · W^T with contiguous operands and a small batch (up to the ISA's
+// crossover) or a narrow W takes the dot-product kernel instead, which packs nothing.
+// Block sizes come from the detected caches (blocking.h). The K reduction of every output
+// element runs in one thread in a fixed order, so the result is bitwise identical for any
+// thread count.
 #include "cpu/gemm.h"
 
 #include <ATen/Parallel.h>
@@ -18,6 +20,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "cpu/blocking.h"
 #include "cpu/isa.h"
 #include "cpu/pack.h"
 #include "cpu/vec_activation.h"
@@ -75,26 +78,10 @@ struct Blocking {
   int64_t m_blocks, n_blocks;
 };
 
-// Largest blocks, in bytes of one row / column so that fp64 gets half the elements.
-struct BlockLimits {
-  int64_t kc_bytes, nc_bytes, mc;
-};
-// Packed path (x86 cores of 32 KiB L1d and >= 1 MiB L2): A micro-panel MR x KC of 8 KiB
-// in L1, B block KC x NC of 512 KiB in L2, A block MC x KC of 192 KiB.
-constexpr BlockLimits kPackedLimits{1024, 2048, 192};
-// Dot-product path: MR + 4 rows of KC elements (fp32: 7 x 4 KiB) stay in L1 for a tile;
-// the A block MC x KC (256 KiB) is re-read from L2 for every 4 rows of B.
-constexpr BlockLimits kDotLimits{4096, 2048, 64};
-constexpr int64_t kDotMaxRows = 512;
-// Multiply-adds per thread below which a GEMM does not use another thread (~5 us of work).
-constexpr int64_t kMinWorkPerThread = 256 * 1024;
-
 // Cache-sized blocks, shrunk so that small problems still give every thread a task.
-Blocking choose_blocking(int64_t m, int64_t n, int64_t k, int mr, int nr, int64_t elem_size,
+Blocking choose_blocking(int64_t m, int64_t n, int64_t k, int mr, int nr,
                          const BlockLimits& limits, int64_t threads) {
-  const int64_t kc_max = limits.kc_bytes / elem_size;
-  const int64_t nc_max = limits.nc_bytes / elem_size;
-  const int64_t mc_max = limits.mc;
+  const int64_t kc_max = limits.kc, nc_max = limits.nc, mc_max = limits.mc;
   Blocking b{};
   b.kc = std::max<int64_t>(1, ceil_div(k, std::max<int64_t>(1, ceil_div(k, kc_max))));
   int64_t m_blocks = ceil_div(m, mc_max), n_blocks = ceil_div(n, nc_max);
@@ -228,19 +215,25 @@ void gemm(const GemmProblem<T>& pb) {
   if (uk.mr > kMaxMR) throw std::logic_error("fusedmlp: micro-kernel MR exceeds kMaxMR");
   // x · W^T with row-major x and W (the forward pass) needs no packing at all: the
   // dot-product kernel reads both in place. It wins where packing B is a large share of
-  // the work (few rows of A per packed panel); from ~1024 rows on the packed kernel is as
-  // fast or faster (2048^3: 146 vs 121 GF/s on 2 threads, NOTES.md). Everything else
-  // (strided operands, the masked backward GEMMs) goes through packed panels.
+  // the work (few rows of A per packed panel), up to a crossover that depends on the ISA's
+  // kernel pair (AVX2: ~512 rows, AVX-512 on Zen 5: ~64; prefers_dot, NOTES.md).
+  // Everything else (strided operands, the masked backward GEMMs) goes through packed
+  // panels.
   const bool dot = uk.dot && pb.a.col_stride == 1 && pb.b.row_stride == 1 &&
-                   !pb.a_saved.data && !pb.a_row_sums && pb.m <= kDotMaxRows;
+                   !pb.a_saved.data && !pb.a_row_sums &&
+                   prefers_dot(pb.m, pb.n, pb.k, uk.dot_max_rows, uk.nr);
   // Threads only for work that outweighs waking them: a tiny GEMM (an MLP's 128 -> 10
   // layer) runs faster on the calling thread, and does not wait on a descheduled worker.
   const int64_t threads = std::clamp<int64_t>(pb.m * pb.n * pb.k / kMinWorkPerThread, 1,
                                               at::get_num_threads());
-  const Blocking blk = dot ? choose_blocking(pb.m, pb.n, pb.k, uk.dot_mr, kDotNR, sizeof(T),
-                                             kDotLimits, threads)
-                           : choose_blocking(pb.m, pb.n, pb.k, uk.mr, uk.nr, sizeof(T),
-                                             kPackedLimits, threads);
+  // Block sizes from this machine's caches (blocking.h), read on every call so that an
+  // override (tests: forced small or large caches) applies from the next GEMM on.
+  const CacheSizes caches = cache_sizes();
+  const Blocking blk =
+      dot ? choose_blocking(pb.m, pb.n, pb.k, uk.dot_mr, kDotNR,
+                            dot_block_limits(caches, uk.dot_mr, sizeof(T)), threads)
+          : choose_blocking(pb.m, pb.n, pb.k, uk.mr, uk.nr,
+                            packed_block_limits(caches, uk.mr, uk.nr, sizeof(T)), threads);
   // The micro-kernel loads NR bias values at once: give it a zero-padded contiguous copy.
   std::vector<T> bias_padded;
   if (pb.bias) {
@@ -292,6 +285,15 @@ double fma_peak_gflops() {
 }
 
 template <typename T>
+BlockingInfo blocking_info() {
+  const MicroKernel<T> uk = active_microkernel<T>();
+  const CacheSizes caches = cache_sizes();
+  return {uk.mr, uk.nr, uk.dot_mr, uk.dot_max_rows,
+          packed_block_limits(caches, uk.mr, uk.nr, sizeof(T)),
+          dot_block_limits(caches, uk.dot_mr, sizeof(T))};
+}
+
+template <typename T>
 void elementwise_grad(const T* g, const T* s, T* out, int64_t count, Activation act, T slope,
                       int order) {
   const MicroKernel<T> uk = active_microkernel<T>();
@@ -303,9 +305,12 @@ void elementwise_grad(const T* g, const T* s, T* out, int64_t count, Activation 
 template <typename T>
 void derived_row_sums(const GemmProblem<T>& pb) {
   const Activation act = pb.a_saved.data ? pb.a_act : Activation::identity;
+  // Rows per task: enough additions to outweigh waking a thread (a small batch's grad_b
+  // is a few thousand additions and stays on the calling thread).
+  const int64_t grain = std::max<int64_t>(64, kMinWorkPerThread / std::max<int64_t>(pb.k, 1));
   visit_activation(act, [&](auto a) {
     using A = decltype(a);
-    at::parallel_for(0, pb.m, 64, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, pb.m, grain, [&](int64_t begin, int64_t end) {
       for (int64_t r = begin; r < end; ++r) {
         T sum = T(0);  // same order as the sums taken while packing: one row, k ascending
         for (int64_t c = 0; c < pb.k; ++c)
@@ -319,6 +324,8 @@ void derived_row_sums(const GemmProblem<T>& pb) {
 
 template void gemm<float>(const GemmProblem<float>&);
 template void gemm<double>(const GemmProblem<double>&);
+template BlockingInfo blocking_info<float>();
+template BlockingInfo blocking_info<double>();
 template void elementwise_grad<float>(const float*, const float*, float*, int64_t, Activation,
                                       float, int);
 template void elementwise_grad<double>(const double*, const double*, double*, int64_t,

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "activation.h"
+#include "cpu/blocking.h"
 #include "gemm_problem.h"
 
 namespace fusedmlp::cpu {
@@ -79,6 +80,15 @@ void gemm(const GemmProblem<T>& problem);
 // at::get_num_threads() threads: the best of a few ~20 ms register-only runs. The
 // benchmark's ceilings and "% of FMA peak" columns are taken against it.
 double fma_peak_gflops();
+
+// The register tiles of the active ISA's micro-kernels for T and the block limits a GEMM
+// would use with the current cache sizes (what fusedmlp.info() shows).
+struct BlockingInfo {
+  int mr, nr, dot_mr, dot_max_rows;
+  BlockLimits packed, dot;
+};
+template <typename T>
+BlockingInfo blocking_info();
 
 // out[i] = g[i] * act'(s[i]) (order 1) or g[i] * d act'(s[i]) / ds (order 2) for count
 // contiguous values, on the active ISA's vectors and all threads.

@@ -89,6 +89,9 @@ struct MicroKernel {
                            T slope, int order);
   // Runs `rounds` of 12 independent vector FMA chains; returns the flops done.
   double (*fma_probe)(int64_t rounds);
+  // Batches up to which x · W^T runs faster on `dot` than on packed panels (measured per
+  // ISA; see prefers_dot in blocking.h).
+  int dot_max_rows = 512;
 };
 
 struct MicroKernels {

@@ -156,12 +156,8 @@ void transpose_tile(const typename V::T* src, int64_t src_ld, typename V::T* dst
 constexpr int kPanelRows = 6;
 
 // The SIMD packers below take the activation as a template parameter A (the derivative
-// applied to grad_y as it is packed, activation.h's grad); with_activation is the
-// run-time switch to them (identity when there is no saved tensor).
-template <typename T, class Fn>
-void with_activation(const SavedOperand<T>& saved, Fn&& fn) {
-  visit_activation(saved.data ? saved.act : Activation::identity, fn);
-}
+// applied to grad_y as it is packed, activation.h's grad); with_activation
+// (microkernel.h) is the run-time switch to them.
 
 // pack_rows for columns [p, kc) one value at a time (what the 8- or 4-wide steps leave).
 template <class A, typename T>

@@ -32,6 +32,8 @@ struct F32x16 {
   using Wide = F64x8;
   using Reg = __m512;
   static constexpr int width = 16;
+  static Mask lanes(int n) { return lanes16(n); }
+  static Reg load_masked(Mask m, const T* p) { return _mm512_maskz_loadu_ps(m, p); }
   static Reg zero() { return _mm512_setzero_ps(); }
   static Reg load(const T* p) { return _mm512_loadu_ps(p); }
   static Reg load_partial(const T* p, int n) { return _mm512_maskz_loadu_ps(lanes16(n), p); }
@@ -63,6 +65,8 @@ struct F64x8 {
   using Reg = __m512d;
   using Mask = __mmask8;
   static constexpr int width = 8;
+  static Mask lanes(int n) { return lanes8(n); }
+  static Reg load_masked(Mask m, const T* p) { return _mm512_maskz_loadu_pd(m, p); }
   static Reg zero() { return _mm512_setzero_pd(); }
   static Reg load(const T* p) { return _mm512_loadu_pd(p); }
   static Reg load_partial(const T* p, int n) { return _mm512_maskz_loadu_pd(lanes8(n), p); }
@@ -99,12 +103,103 @@ F32x16::Reg F32x16::narrow(__m512d lo, __m512d hi) {
       _mm512_insertf64x4(lo_wide, _mm256_castps_pd(_mm512_cvtpd_ps(hi)), 1));
 }
 
+// MicroKernel::pack_cols for the 8-row panels (A column-major: g^T in grad_w = g^T x):
+// panel column p is one contiguous run of `rows` values, loaded under the lane mask (the
+// other lanes read as 0), derived from the saved tensor (grad_vec, activation.h's grad)
+// when there is one, added to the row sums lane by lane in ascending p as the portable
+// loop does, and stored as one 8-value panel row. V: F32x16 or F64x8.
+template <class V, class A>
+void pack_cols_8_as(const SavedOperand<typename V::T>& saved, const typename V::T* a,
+                    int64_t lda, int rows, int64_t kc, typename V::T* dst,
+                    typename V::T* sums) {
+  const typename V::Mask valid = V::lanes(rows);
+  typename V::Reg sum = V::load_masked(valid, sums);
+  for (int64_t p = 0; p < kc; ++p) {
+    typename V::Reg v = V::load_masked(valid, a + p * lda);
+    if (saved.data) {
+      v = grad_vec<V, A>(v, V::load_masked(valid, saved.data + p * saved.ld), saved.slope);
+      v = V::select(valid, v, V::zero());  // the panel's rows past `rows` stay 0
+    }
+    sum = V::add(sum, v);
+    V::store_partial(dst + p * 8, v, 8);
+  }
+  V::store_partial(sums, sum, rows);
+}
+
+template <class V>
+void pack_cols_8(const typename V::T* a, int64_t lda, SavedOperand<typename V::T> saved,
+                 int rows, int64_t kc, typename V::T* dst, typename V::T* sums) {
+  with_activation(saved, [&](auto act) {
+    pack_cols_8_as<V, decltype(act)>(saved, a, lda, rows, kc, dst, sums);
+  });
+}
+
+// MicroKernel::pack_rows for the 8-row fp32 panels (A row-major: the derived grad_y of
+// grad_x = g W): 16 columns of the 8 rows at a time are loaded under the lane mask,
+// derived (grad_vec) when there is a saved tensor, and transposed in registers (unpack and
+// shuffle within 128-bit lanes give each lane 4 rows of one column), then stored as 16
+// panel rows of 4 + 4 floats; the last < 16 columns go the same way under a lane mask.
+template <class A>
+void pack_rows_8_as(const SavedOperand<float>& saved, const float* a, int64_t lda, int rows,
+                    int64_t kc, float* dst) {
+  for (int64_t p = 0; p < kc; p += 16) {
+    // No std::min: this unit must not instantiate library templates (see isa.h).
+    const int cols = kc - p < 16 ? static_cast<int>(kc - p) : 16;
+    const __mmask16 valid = lanes16(cols);
+    __m512 r[8];
+    for (int i = 0; i < 8; ++i) {
+      if (i >= rows) {
+        r[i] = _mm512_setzero_ps();
+        continue;
+      }
+      r[i] = _mm512_maskz_loadu_ps(valid, a + i * lda + p);
+      if (saved.data)
+        r[i] = grad_vec<F32x16, A>(
+            r[i], _mm512_maskz_loadu_ps(valid, saved.data + i * saved.ld + p), saved.slope);
+    }
+    __m512 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {  // per lane: rows i, i+1 of columns 4L, 4L+1 / 4L+2, 4L+3
+      t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+      t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int h = 0; h < 8; h += 4) {  // per lane: rows h..h+3 of column 4L + j in u[h + j]
+      u[h] = _mm512_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(1, 0, 1, 0));
+      u[h + 1] = _mm512_shuffle_ps(t[h], t[h + 2], _MM_SHUFFLE(3, 2, 3, 2));
+      u[h + 2] = _mm512_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(1, 0, 1, 0));
+      u[h + 3] = _mm512_shuffle_ps(t[h + 1], t[h + 3], _MM_SHUFFLE(3, 2, 3, 2));
+    }
+    float* out = dst + p * 8;
+    // Only the first `cols` columns are stored (the masked-off ones never are).
+    auto store_column = [&](int c, __m128 rows_0_3, __m128 rows_4_7) {
+      if (c >= cols) return;
+      _mm_storeu_ps(out + c * 8, rows_0_3);
+      _mm_storeu_ps(out + c * 8 + 4, rows_4_7);
+    };
+    for (int j = 0; j < 4; ++j) {
+      store_column(j, _mm512_extractf32x4_ps(u[j], 0), _mm512_extractf32x4_ps(u[4 + j], 0));
+      store_column(4 + j, _mm512_extractf32x4_ps(u[j], 1), _mm512_extractf32x4_ps(u[4 + j], 1));
+      store_column(8 + j, _mm512_extractf32x4_ps(u[j], 2), _mm512_extractf32x4_ps(u[4 + j], 2));
+      store_column(12 + j, _mm512_extractf32x4_ps(u[j], 3),
+                   _mm512_extractf32x4_ps(u[4 + j], 3));
+    }
+  }
+}
+
+void pack_rows_8(const float* a, int64_t lda, SavedOperand<float> saved, int rows, int64_t kc,
+                 float* dst) {
+  with_activation(saved, [&](auto act) {
+    pack_rows_8_as<decltype(act)>(saved, a, lda, rows, kc, dst);
+  });
+}
+
 }  // namespace
 
 // 8 x 32 fp32: 16 accumulators + 2 B vectors of the 32 zmm registers; A is broadcast
 // straight from memory (embedded broadcast), 16 FMAs per 10 loads.
 // Dot-product 4 x 4: 16 accumulators + 4 A vectors + 1 B vector.
-// Packing uses the AVX2 transposes (every AVX-512 CPU has AVX2).
+// Packing uses the AVX2 transposes (every AVX-512 CPU has AVX2) for B, and masked AVX-512
+// loads (derived from the saved tensor for any activation) for the A panels; fp64's
+// row-major A panels are packed by the portable loop.
 MicroKernels avx512_microkernels() {
   MicroKernels k{make_microkernel<F32x16, 8, 2, 4>(), make_microkernel<F64x8, 8, 2, 4>()};
   const MicroKernels avx2 = avx2_microkernels();
@@ -112,6 +207,13 @@ MicroKernels avx512_microkernels() {
   k.f32.transpose = avx2.f32.transpose;
   k.f64.transpose_tile = avx2.f64.transpose_tile;
   k.f64.transpose = avx2.f64.transpose;
+  k.f32.pack_rows = &pack_rows_8;
+  // The 8 x 32 panels overtake the 4 x 4 dot tiles from ~64 rows on (Zen 5, fp32 and fp64:
+  // 128 x 784 -> 128 121 vs 132 us, 256 x 256 -> 256 148 vs 209 us; 32 x 1024 -> 1024
+  // still 373 vs 555 us on the dot tiles).
+  k.f32.dot_max_rows = k.f64.dot_max_rows = 64;
+  k.f32.pack_cols = &pack_cols_8<F32x16>;
+  k.f64.pack_cols = &pack_cols_8<F64x8>;
   return k;
 }
 

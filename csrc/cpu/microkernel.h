@@ -61,6 +61,14 @@ void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64
                  const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc, int m_valid,
                  int n_valid, const typename V::T* bias, bool accumulate,
                  const TileEpilogue<typename V::T>* epilogue) {
+  if constexpr (MR > 1) {
+    // Fewer rows than the tile (a small batch, or A's last rows): run the kernel of exactly
+    // m_valid rows, so no FMAs go to rows that are never stored. Each element still sees
+    // the same sequence of FMAs, so the bits do not depend on which tile computed it.
+    if (m_valid < MR)
+      return microkernel<V, MR - 1, NV>(kc, a, a_row_stride, a_k_stride, b, ldb, c, ldc,
+                                        m_valid, n_valid, bias, accumulate, epilogue);
+  }
   constexpr int W = V::width;
   typename V::Reg acc[MR][NV];
   // Rows past m_valid (an edge tile of unpacked A) re-read the last valid row: never out
@@ -129,6 +137,12 @@ template <class V, int MR>
 void dot_microkernel(int64_t kc, const typename V::T* a, int64_t lda, const typename V::T* b,
                      int64_t ldb, typename V::T* c, int64_t ldc, int m_valid, int n_valid,
                      const typename V::T* bias, bool accumulate) {
+  if constexpr (MR > 1) {
+    // As in microkernel: exactly m_valid rows (a batch of 1 no longer pays for MR rows).
+    if (m_valid < MR)
+      return dot_microkernel<V, MR - 1>(kc, a, lda, b, ldb, c, ldc, m_valid, n_valid, bias,
+                                        accumulate);
+  }
   using T = typename V::T;
   constexpr int W = V::width;
   constexpr int NR = kDotNR;
@@ -259,6 +273,14 @@ MicroKernel<typename V::T> make_microkernel() {
   return {MR, NV * V::width, &microkernel<V, MR, NV>, 0, nullptr, nullptr, nullptr, DOT_MR,
           &dot_microkernel<V, DOT_MR>, &activate_block<V>, &elementwise_grad<V>,
           &fma_probe<V>};
+}
+
+// The run-time switch to an ISA's SIMD packers, which take the activation of the
+// derivative as a template parameter A: fn(Act<a>{}) for saved.act, identity when there
+// is no saved tensor.
+template <typename T, class Fn>
+void with_activation(const SavedOperand<T>& saved, Fn&& fn) {
+  visit_activation(saved.data ? saved.act : Activation::identity, fn);
 }
 
 }  // namespace
