@@ -182,7 +182,7 @@ void run_dot(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking&
     int64_t p0 = 0;
     do {  // runs once when k == 0: C is then the epilogue of the bias alone
       const int64_t kc = std::min(blk.kc, pb.k - p0);
-      const bool first = p0 == 0, last = p0 + kc >= pb.k;
+      const bool first = p0 == 0;
       for (int64_t jr = 0; jr < nc; jr += kDotNR) {
         const T* b = &bt.data[(j0 + jr) * bt.row_stride + p0];
         const int n_valid = static_cast<int>(std::min<int64_t>(kDotNR, nc - jr));
