@@ -59,8 +59,10 @@ fuzz: $(VENV)/.built
 # The CPU suite on an AddressSanitizer + UBSan build of the extension, built apart in
 # build/asan so the normal build is untouched. torch itself is not instrumented, so ASan
 # is preloaded; leak checking is off (CPython and torch keep allocations until exit); the
-# RSS test is left out (ASan's quarantine keeps freed memory by design), and so is the
-# benchmark smoke test (it times; benchmarks/ is not copied next to the build).
+# RSS test is left out (ASan's quarantine keeps freed memory by design), and so are the
+# tests of repository files rather than of the built extension, which are not copied next
+# to the build: the benchmark smoke test, gpu_check.sh's dry run, the CUDA index-math
+# checker (csrc/cuda/index_math.h) and setup.py's source lists.
 ASAN_LIB := build/asan/lib
 sanitize: $(VENV)/.deps
 	FUSEDMLP_SANITIZE=1 FUSEDMLP_CUDA=0 $(PY) setup.py build --build-base build/asan --build-lib $(ASAN_LIB)
@@ -69,6 +71,8 @@ sanitize: $(VENV)/.deps
 	  ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(abspath $(PY)) -m pytest -q -p no:cacheprovider --rootdir . tests \
 	  -k "not ddp and not compile and not export" --ignore tests/test_bench.py \
+	  --ignore tests/test_gpu_check.py --ignore tests/test_cuda_index_math.py \
+	  --ignore tests/test_packaging.py \
 	  --deselect tests/test_reliability.py::test_no_memory_growth_over_3000_training_steps
 
 # What a package index would serve: sdist -> wheel built from it -> fresh venv -> smoke
