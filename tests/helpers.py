@@ -203,13 +203,7 @@ def check_compile_equals_eager(backend, dynamic, device="cpu"):
     model = SmallMLP().to(device)
     compiled = torch.compile(model, fullgraph=True, backend=backend, dynamic=dynamic)
     for batch in (8, 5, 13):
-        x = torch.randn(batch, 32, device=device, requires_grad=True)
-        results = []
-        for m in (model, compiled):
-            out = m(x)
-            results.append((out, *torch.autograd.grad(out.square().sum(), [x, *model.parameters()])))
-        for eager, comp in zip(*results):
-            torch.testing.assert_close(comp, eager)
+        assert_same_function(model, compiled, torch.randn(batch, 32, device=device))
 
 
 EMPTY_SHAPES = [  # (x_shape, w_shape)
@@ -273,7 +267,7 @@ def assert_same_function(original, fused, *inputs, **tolerance):
         torch.manual_seed(2)
         out = model(*xs)
         weights = torch.randn(out.shape, dtype=out.dtype,
-                              generator=torch.Generator().manual_seed(1))
+                              generator=torch.Generator().manual_seed(1)).to(out.device)
         params = dict(getattr(model, "_orig_mod", model).named_parameters())  # torch.compile'd
         grads = torch.autograd.grad((out * weights).sum(), [*xs, *params.values()],
                                     allow_unused=True)  # None for a parameter forward skips
