@@ -3,7 +3,6 @@
 #include <c10/util/Exception.h>
 
 namespace fusedmlp {
-namespace {
 
 void check_same_device(const char* op, const char* name, const at::Tensor& t,
                        const at::Tensor& x) {
@@ -17,22 +16,50 @@ void check_same_dtype(const char* op, const char* name, const at::Tensor& t,
               " to have the dtype of x (", x.scalar_type(), "), got ", t.scalar_type());
 }
 
-void check_x_and_weight(const char* op, const at::Tensor& x, const at::Tensor& weight) {
+void check_x_rank(const char* op, const at::Tensor& x) {
   TORCH_CHECK(x.dim() >= 1, op,
               ": expected x of shape (..., in_features) with at least 1 dimension, got a 0-D "
               "tensor");
-  TORCH_CHECK(weight.dim() == 2, op,
-              ": expected weight of shape (out_features, in_features), got a ", weight.dim(),
-              "-D tensor of shape ", weight.sym_sizes());
+}
+
+void check_x_floating(const char* op, const at::Tensor& x) {
   TORCH_CHECK(x.is_floating_point(), op,
               ": expected x to be a floating-point tensor (float32 or float64; on CUDA also "
               "float16 or bfloat16), got ",
               x.scalar_type());
+}
+
+void check_weight_rank(const char* op, const char* name, const at::Tensor& weight) {
+  TORCH_CHECK(weight.dim() == 2, op, ": expected ", name,
+              " of shape (out_features, in_features), got a ", weight.dim(),
+              "-D tensor of shape ", weight.sym_sizes());
+}
+
+void check_x_matches_weight(const char* op, const char* name, const at::Tensor& x,
+                            const at::Tensor& weight) {
+  TORCH_CHECK(x.sym_size(-1) == weight.sym_size(1), op, ": expected x of shape (..., ",
+              weight.sym_size(1), ") to match ", name, " of shape ", weight.sym_sizes(),
+              " (in_features = ", weight.sym_size(1), "), got x of shape ", x.sym_sizes());
+}
+
+void check_bias(const char* op, const char* name, const at::Tensor& bias,
+                const at::Tensor& weight, const char* out_features, const at::Tensor& x) {
+  TORCH_CHECK(bias.dim() == 1 && bias.sym_size(0) == weight.sym_size(0), op, ": expected ",
+              name, " of shape (", weight.sym_size(0), ",) = (", out_features,
+              ",) or None, got shape ", bias.sym_sizes());
+  check_same_dtype(op, name, bias, x);
+  check_same_device(op, name, bias, x);
+}
+
+namespace {
+
+void check_x_and_weight(const char* op, const at::Tensor& x, const at::Tensor& weight) {
+  check_x_rank(op, x);
+  check_weight_rank(op, "weight", weight);
+  check_x_floating(op, x);
   check_same_dtype(op, "weight", weight, x);
   check_same_device(op, "weight", weight, x);
-  TORCH_CHECK(x.sym_size(-1) == weight.sym_size(1), op, ": expected x of shape (..., ",
-              weight.sym_size(1), ") to match weight of shape ", weight.sym_sizes(),
-              " (in_features = ", weight.sym_size(1), "), got x of shape ", x.sym_sizes());
+  check_x_matches_weight(op, "weight", x, weight);
 }
 
 }  // namespace
@@ -40,13 +67,8 @@ void check_x_and_weight(const char* op, const at::Tensor& x, const at::Tensor& w
 void check_forward_args(const char* op, const at::Tensor& x, const at::Tensor& weight,
                         const std::optional<at::Tensor>& bias) {
   check_x_and_weight(op, x, weight);
-  if (bias.has_value() && bias->defined()) {
-    TORCH_CHECK(bias->dim() == 1 && bias->sym_size(0) == weight.sym_size(0), op,
-                ": expected bias of shape (", weight.sym_size(0),
-                ",) = (out_features,) or None, got shape ", bias->sym_sizes());
-    check_same_dtype(op, "bias", *bias, x);
-    check_same_device(op, "bias", *bias, x);
-  }
+  if (bias.has_value() && bias->defined())
+    check_bias(op, "bias", *bias, weight, "out_features", x);
 }
 
 void check_backward_args(const char* op, const at::Tensor& grad_y, const at::Tensor& x,

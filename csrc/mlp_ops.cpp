@@ -8,6 +8,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <string>
 
 #include "checks.h"
 #include "linear_ops.h"
@@ -59,25 +60,16 @@ void check_mlp_args(const char* op, const at::Tensor& x, at::TensorList weights,
   TORCH_CHECK(!weights.empty(), op, ": expected at least one layer, got an empty weights list");
   TORCH_CHECK(biases.size() == weights.size(), op, ": expected one bias (or None) per weight (",
               weights.size(), "), got ", biases.size());
-  TORCH_CHECK(x.dim() >= 1, op,
-              ": expected x of shape (..., in_features) with at least 1 dimension, got a 0-D "
-              "tensor");
-  TORCH_CHECK(x.is_floating_point(), op,
-              ": expected x to be a floating-point tensor (float32 or float64; on CUDA also "
-              "float16 or bfloat16), got ", x.scalar_type());
+  check_x_rank(op, x);
+  check_x_floating(op, x);
   for (size_t l = 0; l < weights.size(); ++l) {
     const at::Tensor& w = weights[l];
-    TORCH_CHECK(w.dim() == 2, op, ": expected weights[", l,
-                "] of shape (out_features, in_features), got a ", w.dim(),
-                "-D tensor of shape ", w.sym_sizes());
-    TORCH_CHECK(w.scalar_type() == x.scalar_type(), op, ": expected weights[", l,
-                "] to have the dtype of x (", x.scalar_type(), "), got ", w.scalar_type());
-    TORCH_CHECK(w.device() == x.device(), op, ": expected weights[", l,
-                "] on the same device as x (", x.device(), "), got ", w.device());
+    const std::string name = "weights[" + std::to_string(l) + "]";
+    check_weight_rank(op, name.c_str(), w);
+    check_same_dtype(op, name.c_str(), w, x);
+    check_same_device(op, name.c_str(), w, x);
     if (l == 0) {
-      TORCH_CHECK(x.sym_size(-1) == w.sym_size(1), op, ": expected x of shape (..., ",
-                  w.sym_size(1), ") to match weights[0] of shape ", w.sym_sizes(),
-                  " (in_features = ", w.sym_size(1), "), got x of shape ", x.sym_sizes());
+      check_x_matches_weight(op, name.c_str(), x, w);
     } else {
       TORCH_CHECK(w.sym_size(1) == weights[l - 1].sym_size(0), op, ": weights[", l,
                   "] has in_features = ", w.sym_size(1), " but weights[", l - 1,
@@ -86,13 +78,9 @@ void check_mlp_args(const char* op, const at::Tensor& x, at::TensorList weights,
     }
     const std::optional<at::Tensor> b = biases.get(l);
     if (b.has_value() && b->defined()) {
-      TORCH_CHECK(b->dim() == 1 && b->sym_size(0) == w.sym_size(0), op, ": expected biases[",
-                  l, "] of shape (", w.sym_size(0), ",) = (out_features of weights[", l,
-                  "],) or None, got shape ", b->sym_sizes());
-      TORCH_CHECK(b->scalar_type() == x.scalar_type(), op, ": expected biases[", l,
-                  "] to have the dtype of x (", x.scalar_type(), "), got ", b->scalar_type());
-      TORCH_CHECK(b->device() == x.device(), op, ": expected biases[", l,
-                  "] on the same device as x (", x.device(), "), got ", b->device());
+      const std::string out_features = "out_features of " + name;
+      check_bias(op, ("biases[" + std::to_string(l) + "]").c_str(), *b, w,
+                 out_features.c_str(), x);
     }
   }
 }
