@@ -55,16 +55,20 @@ struct Call {
   }
 };
 
-void put(AutogradContext* ctx, const Call& call) {
-  ctx->saved_data["schema"] = static_cast<int64_t>(call.schema);
-  ctx->saved_data["act"] = static_cast<int64_t>(call.act);
+// The call in two saved_data entries (each entry is a hash-map insert on every forward):
+// "call" = schema | activation << 8 | has_bias << 16, and "slope".
+void put(AutogradContext* ctx, const Call& call, bool has_bias = false) {
+  ctx->saved_data["call"] = static_cast<int64_t>(call.schema) |
+                            static_cast<int64_t>(call.act) << 8 |
+                            static_cast<int64_t>(has_bias) << 16;
   ctx->saved_data["slope"] = call.slope;
 }
 Call get(AutogradContext* ctx) {
-  return {static_cast<Schema>(ctx->saved_data["schema"].toInt()),
-          static_cast<Activation>(ctx->saved_data["act"].toInt()),
+  const int64_t packed = ctx->saved_data["call"].toInt();
+  return {static_cast<Schema>(packed & 0xff), static_cast<Activation>(packed >> 8 & 0xff),
           ctx->saved_data["slope"].toDouble()};
 }
+bool get_has_bias(AutogradContext* ctx) { return ctx->saved_data["call"].toInt() >> 16 & 1; }
 
 // The ops, through the dispatcher (below Autograd when the caller says so).
 at::Tensor call_forward(const Call& call, const at::Tensor& x, const at::Tensor& weight,
@@ -161,8 +165,7 @@ class LinearNode : public torch::autograd::Function<LinearNode> {
       case Saved::output: ctx->save_for_backward({x, weight, y}); break;
       case Saved::pre_activation: ctx->save_for_backward({x, weight, pre}); break;
     }
-    put(ctx, call);
-    ctx->saved_data["has_bias"] = bias.has_value() && bias->defined();
+    put(ctx, call, bias.has_value() && bias->defined());
     // An unused z must arrive as an undefined gradient, not zeros: the first-order
     // backward then stays the fused one.
     ctx->set_materialize_grads(false);
@@ -172,7 +175,7 @@ class LinearNode : public torch::autograd::Function<LinearNode> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const Call call = get(ctx);
-    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    const bool has_bias = get_has_bias(ctx);
     // Autograd edges exist for tensor inputs only: bias is edge 2 only when it was given.
     const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                                       has_bias && ctx->needs_input_grad(2)};
@@ -372,14 +375,15 @@ class MlpNode : public torch::autograd::Function<MlpNode> {
     saved.insert(saved.end(), pre.begin(), pre.end());
     if (keep_y) saved.push_back(y);
     ctx->save_for_backward(saved);
-    ctx->saved_data["count"] = static_cast<int64_t>(count);
-    ctx->saved_data["pre_count"] = static_cast<int64_t>(pre.size());
-    ctx->saved_data["keep_y"] = keep_y;
-    ctx->saved_data["activations"] = args.activations;
+    // Two plain lists (strings or bool lists in saved_data cost an allocation each, per
+    // call): "layers" = [count, pre_count, keep_y, activation of each layer (activation.h's
+    // enum), has_bias of each layer], "slopes" = the negative slopes.
+    std::vector<int64_t> layers{static_cast<int64_t>(count), static_cast<int64_t>(pre.size()),
+                                keep_y};
+    for (const MlpLayer& layer : args.layers) layers.push_back(static_cast<int64_t>(layer.act));
+    for (bool given : args.has_bias) layers.push_back(given);
+    ctx->saved_data["layers"] = std::move(layers);
     ctx->saved_data["slopes"] = args.slopes;
-    c10::List<bool> has_bias;
-    for (bool given : args.has_bias) has_bias.push_back(given);
-    ctx->saved_data["has_bias"] = has_bias;
     ctx->set_materialize_grads(false);
     variable_list outputs{y};
     outputs.insert(outputs.end(), hidden.begin(), hidden.end());
@@ -388,20 +392,26 @@ class MlpNode : public torch::autograd::Function<MlpNode> {
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const size_t count = ctx->saved_data["count"].toInt();
-    const size_t pre_count = ctx->saved_data["pre_count"].toInt();
-    const std::vector<std::string> activations =
-        ctx->saved_data["activations"].to<std::vector<std::string>>();
-    const std::vector<double> slopes = ctx->saved_data["slopes"].toDoubleVector();
-    const c10::List<bool> has_bias = ctx->saved_data["has_bias"].toBoolList();
-    const std::vector<MlpLayer> layers =
-        parse_mlp_layers("fusedmlp.mlp (backward)", count, activations, slopes);
+    const c10::List<int64_t> packed = ctx->saved_data["layers"].toIntList();
+    const size_t count = packed.get(0), pre_count = packed.get(1);
+    const bool keep_y = packed.get(2);
+    const c10::List<double> slope_list = ctx->saved_data["slopes"].toDoubleList();
+    std::vector<MlpLayer> layers;
+    std::vector<std::string> activations;  // the names mlp_backward's schema takes
+    std::vector<double> slopes;
+    std::vector<bool> has_bias;
+    for (size_t l = 0; l < count; ++l) {
+      layers.push_back({static_cast<Activation>(packed.get(3 + l)), slope_list.get(l)});
+      activations.emplace_back(activation_name(layers.back().act));
+      slopes.push_back(layers.back().slope);
+      has_bias.push_back(packed.get(3 + count + l));
+    }
     const variable_list saved = ctx->get_saved_variables();
     const at::Tensor& x = saved[0];
     const at::TensorList weights(saved.data() + 1, count);
     const at::TensorList hidden(saved.data() + 1 + count, count - 1);
     const at::TensorList pre(saved.data() + 2 * count, pre_count);
-    const at::Tensor y = ctx->saved_data["keep_y"].toBool() ? saved.back() : at::Tensor();
+    const at::Tensor y = keep_y ? saved.back() : at::Tensor();
 
     // Edges: x, each weight, then the given biases; the args slot gets no gradient.
     c10::List<bool> mask;

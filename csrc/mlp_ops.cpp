@@ -8,6 +8,7 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <string>
 
 #include "checks.h"
@@ -62,14 +63,17 @@ void check_mlp_args(const char* op, const at::Tensor& x, at::TensorList weights,
               weights.size(), "), got ", biases.size());
   check_x_rank(op, x);
   check_x_floating(op, x);
+  // The names messages use, written on the stack: this runs on every call, and building
+  // std::strings per layer cost more than the checks themselves.
+  char name[32], bias_name[32], out_features[48];
   for (size_t l = 0; l < weights.size(); ++l) {
     const at::Tensor& w = weights[l];
-    const std::string name = "weights[" + std::to_string(l) + "]";
-    check_weight_rank(op, name.c_str(), w);
-    check_same_dtype(op, name.c_str(), w, x);
-    check_same_device(op, name.c_str(), w, x);
+    std::snprintf(name, sizeof(name), "weights[%zu]", l);
+    check_weight_rank(op, name, w);
+    check_same_dtype(op, name, w, x);
+    check_same_device(op, name, w, x);
     if (l == 0) {
-      check_x_matches_weight(op, name.c_str(), x, w);
+      check_x_matches_weight(op, name, x, w);
     } else {
       TORCH_CHECK(w.sym_size(1) == weights[l - 1].sym_size(0), op, ": weights[", l,
                   "] has in_features = ", w.sym_size(1), " but weights[", l - 1,
@@ -78,9 +82,9 @@ void check_mlp_args(const char* op, const at::Tensor& x, at::TensorList weights,
     }
     const std::optional<at::Tensor> b = biases.get(l);
     if (b.has_value() && b->defined()) {
-      const std::string out_features = "out_features of " + name;
-      check_bias(op, ("biases[" + std::to_string(l) + "]").c_str(), *b, w,
-                 out_features.c_str(), x);
+      std::snprintf(bias_name, sizeof(bias_name), "biases[%zu]", l);
+      std::snprintf(out_features, sizeof(out_features), "out_features of %s", name);
+      check_bias(op, bias_name, *b, w, out_features, x);
     }
   }
 }
@@ -152,10 +156,12 @@ MlpOutputs mlp_forward(const Backend& backend, const char* op, const at::Tensor&
     }
   }
 
-  // Outputs shaped like x's leading dimensions, as the per-layer ops return them.
+  // Outputs shaped like x's leading dimensions, as the per-layer ops return them (a 2-D x
+  // needs no view: the common case, and a view per output costs as much as a small GEMM).
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end() - 1);
   shape.push_back(0);
   const auto shaped = [&](const at::Tensor& t) {
+    if (x.dim() == 2) return t;
     shape.back() = t.size(1);
     return t.view(shape);
   };
