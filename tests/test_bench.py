@@ -28,10 +28,19 @@ def test_cpu_benchmark_writes_every_table(tmp_path):
         for key in ("fwd_vs_eager", "fwdbwd_vs_eager", "fwd_ceiling", "fwdbwd_ceiling"):
             assert row[key] > 0, key
         assert row["fwd_vs_eager"] == row["fwd_eager_us"] / row["fwd_fused_us"]
+        # ceilings: eager over (the overhead floor measured in this run + FLOPs at the peak)
+        for kind in ("fwd", "fwdbwd"):
+            assert row[f"{kind}_floor_us"] > 0
+            assert row[f"{kind}_ceiling"] == row[f"{kind}_eager_us"] / (
+                row[f"{kind}_floor_us"] + row[f"{kind}_flop"] / peak / 1e3)
     (step,) = results["train"]
     assert step["batch"] == 64 and step["vs_eager"] == step["eager_us"] / step["fused_us"]
     gemm_us = step["gemm_flop"] / peak / 1e3
-    assert step["ceiling"] == step["eager_us"] / (gemm_us + step["fused_batch1_us"])
+    assert step["floor_us"] > 0 and step["floor_batch1_us"] > 0
+    assert step["ceiling"] == step["eager_us"] / (gemm_us + step["floor_us"])
+    assert step["ceiling_batch1"] == step["eager_batch1_us"] / (gemm_us / 64
+                                                                + step["floor_batch1_us"])
+    assert step["vs_eager_batch1"] == step["eager_batch1_us"] / step["fused_batch1_us"]
     # Every table is headed by the CPU model, its caches and the ISA (RESULTS.md quotes it).
     info = fusedmlp.info()
     assert results["cpu"] == info["cpu"] and results["cpu_isa"] == info["cpu_isa"]
