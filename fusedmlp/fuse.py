@@ -49,6 +49,8 @@ import torch
 from torch import fx, nn
 
 from . import _C
+from ._fuse_chains import (chain_owners, chained_forward, find_chains,
+                           graph_reads_only_the_module, own_chains)
 from ._torch_activations import Activation, ActivationCall, call_activation, module_activation
 from .nn import FusedLinear, FusedLinearReLU
 
@@ -93,6 +95,11 @@ class FuseReport:
     activation_kept: List[str] = field(default_factory=list)
     """Fused Linear layers whose activation call still runs in ``forward`` on the fused
     output (exact, as ReLU is idempotent; one extra elementwise pass each)."""
+    mlp_chains: List[List[str]] = field(default_factory=list)
+    """Chains of layers (their paths, in order) that ``forward`` runs as one
+    ``fusedmlp::mlp`` op each (``mlp=True``), e.g. ``[["fc1", "fc2"]]``."""
+    mlp_left: str = ""
+    """Why no chain runs as one op although ``mlp=True`` asked for it ("" otherwise)."""
 
     def __str__(self) -> str:
         pairs = ", ".join(f"{name} ({self.activations.get(name, '?')})" for name in self.fused)
@@ -104,6 +111,12 @@ class FuseReport:
         if self.activation_kept:
             lines.append("ReLU call still runs in forward (idempotent, one extra pass) after: "
                          + ", ".join(self.activation_kept))
+        if self.mlp_chains:
+            chains = "; ".join(" -> ".join(chain) for chain in self.mlp_chains)
+            lines.append(f"ran {len(self.mlp_chains)} chain(s) of layers as one fusedmlp.mlp "
+                         f"op each (while their modules stay as they are): {chains}")
+        elif self.mlp_left:
+            lines.append(f"no chain runs as one fusedmlp.mlp op: {self.mlp_left}")
         lines += [f"left {name}: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
 
@@ -118,7 +131,8 @@ _ROUTE_DESCRIPTIONS = {
 }
 
 
-def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) -> nn.Module:
+def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False,
+         mlp: bool = True) -> nn.Module:
     """``model`` with its Linear -> activation pairs running on fused layers
     (``FusedLinearReLU`` for ReLU, ``FusedLinear`` with the activation for GELU, SiLU,
     LeakyReLU, Sigmoid and Tanh): the same parameters, outputs and gradients (within
@@ -165,6 +179,8 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) ->
         result, report = _fuse_traced(model, graph, activation_modules)
     if plain_linear:
         _run_plain_linears_fused(result, report)
+    if mlp and report.traced:
+        _run_chains_as_one_op(result, report, activation_modules)
     result.fuse_report = report
     _keep_through_deepcopy(result, ["fuse_report"])
     logger.info("fusedmlp.fuse(%s): %s", type(model).__name__, report)
@@ -523,6 +539,40 @@ def _run_plain_linears_fused(model: nn.Module, report: FuseReport) -> None:
             setattr(parent, child_name, replacements[id(child)])
             report.linear.append(name)
             report.skipped.pop(name, None)
+
+
+def _run_chains_as_one_op(model: nn.Module, report: FuseReport,
+                          activation_modules: _ActivationModules) -> None:
+    """Give each module owning a chain of fused layers (the innermost module whose forward
+    calls the whole chain) an instance ``forward`` that runs the chain as one
+    ``fusedmlp::mlp`` op (fusedmlp._fuse_chains). Traced models: the owners of the chains
+    of the whole model's graph; untraced ones: the Sequential containers."""
+    if isinstance(model, fx.GraphModule):
+        # Its deepcopy rebuilds it from its graph alone: it keeps its layers one by one.
+        report.mlp_left = "the model is a GraphModule (graph route)"
+        return
+    if report.traced:
+        graph = _trace(model, activation_modules)
+        owners = chain_owners(find_chains(model, graph, _why_not_fusable))
+    else:
+        owners = [name for name, module in model.named_modules()
+                  if _runs_children_in_order(module)]
+    for owner_name in owners:
+        owner = model.get_submodule(owner_name)
+        try:
+            graph = _trace(owner, activation_modules)
+        except Exception:  # fx fails in many ways: then that module runs per layer
+            continue
+        chains = own_chains(find_chains(owner, graph, _why_not_fusable))
+        if not chains:
+            continue
+        if not graph_reads_only_the_module(owner, graph):
+            report.mlp_left = (f"{owner_name or 'the model'}'s forward creates tensors, which "
+                               "fx keeps outside the model")
+            continue
+        prefix = f"{owner_name}." if owner_name else ""
+        report.mlp_chains += [[prefix + name for name in chain.layer_names] for chain in chains]
+        owner.__dict__["forward"] = chained_forward(owner, graph, chains)
 
 
 def _first_line(error: Exception) -> str:
