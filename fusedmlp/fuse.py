@@ -108,9 +108,11 @@ class FuseReport:
             lines.append(f"ran {len(self.linear)} Linear layer(s) on FusedLinear: "
                          f"{', '.join(self.linear)}")
         lines.append(f"route: {_ROUTE_DESCRIPTIONS[self.route]}")
-        if self.activation_kept:
+        in_chains = {name for chain in self.mlp_chains for name in chain}
+        kept = [name for name in self.activation_kept if name not in in_chains]
+        if kept:  # in a chain, the ReLU call is part of the op
             lines.append("ReLU call still runs in forward (idempotent, one extra pass) after: "
-                         + ", ".join(self.activation_kept))
+                         + ", ".join(kept))
         if self.mlp_chains:
             chains = "; ".join(" -> ".join(chain) for chain in self.mlp_chains)
             lines.append(f"ran {len(self.mlp_chains)} chain(s) of layers as one fusedmlp.mlp "
@@ -179,7 +181,7 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False,
         result, report = _fuse_traced(model, graph, activation_modules)
     if plain_linear:
         _run_plain_linears_fused(result, report)
-    if mlp and report.traced:
+    if mlp:
         _run_chains_as_one_op(result, report, activation_modules)
     result.fuse_report = report
     _keep_through_deepcopy(result, ["fuse_report"])

@@ -14,38 +14,9 @@ from torch import fx, nn
 
 import fusedmlp
 from fusedmlp import FusedLinear, FusedLinearReLU
-from fusedmlp.fuse import _activation_modules
 from fusedmlp.train import ClassicNet
-from helpers import assert_same_function, fused_activations, fused_layer_names
-
-
-def assert_same_state_dict(original, fused):
-    """The same keys in the same order with the same values, and strict loading works
-    both ways (an original checkpoint into the fused model and back)."""
-    expected, actual = original.state_dict(), fused.state_dict()
-    assert list(actual) == list(expected)
-    for key, value in expected.items():
-        assert torch.equal(actual[key], value), key
-    fused.load_state_dict(expected, strict=True)
-    copy.deepcopy(original).load_state_dict(actual, strict=True)
-
-
-def assert_same_structure(original, fused):
-    """The same class and the same named_modules() paths; each module keeps its type,
-    except that fused Linear layers are FusedLinearReLU (ReLU) or FusedLinear (any other
-    activation) and the activation modules fused into them are nn.Identity."""
-    assert type(fused) is type(original)
-    before, after = dict(original.named_modules()), dict(fused.named_modules())
-    assert list(after) == list(before)
-    fused_names = set(fused.fuse_report.fused)
-    activation_modules = _activation_modules(original)
-    for name, module in before.items():
-        if name in fused_names:
-            expected = (FusedLinearReLU if fused.fuse_report.activations[name] == "relu"
-                        else FusedLinear)
-            assert type(after[name]) is expected, name
-        elif type(after[name]) is not type(module):
-            assert id(module) in activation_modules and type(after[name]) is nn.Identity, name
+from helpers import (assert_same_function, assert_same_state_dict, assert_same_structure,
+                     fused_activations, fused_layer_names)
 
 
 # torchvision.ops.MLP subclasses nn.Sequential and keeps its forward.
