@@ -37,6 +37,16 @@ in order (``nn.Sequential`` and subclasses that keep its ``forward``, such as
 With ``plain_linear=True`` the ``nn.Linear`` layers left over (an output layer, a Linear
 called twice, ...) then run on ``FusedLinear``: the same layer on our kernels, which beat
 eager most at the small shapes such layers usually have.
+
+Then (``mlp=True``, the default) chains of those layers, ``fused layer -> fused layer ->
+... -> last layer`` (the last one may be a plain ``nn.Linear``), where each intermediate
+output is read only by the next layer (through nothing but ``nn.Identity``, a Dropout with
+p == 0 or a ReLU kept after a ReLU layer), run as one ``fusedmlp::mlp`` op: one C++ call
+each way, one autograd node. No module is replaced for that: the module owning a chain
+gets an instance ``forward`` that runs its traced graph with the chain as one op while its
+modules stay as fuse() left them (no hooks, nothing replaced or appended), else its
+class's forward (fusedmlp._fuse_chains has the details). ``FuseReport.mlp_chains`` lists
+the chains.
 """
 import copy
 import logging
@@ -94,7 +104,8 @@ class FuseReport:
     not trace forward, only Sequential slots were rewritten (in place)."""
     activation_kept: List[str] = field(default_factory=list)
     """Fused Linear layers whose activation call still runs in ``forward`` on the fused
-    output (exact, as ReLU is idempotent; one extra elementwise pass each)."""
+    output (exact, as ReLU is idempotent; one extra elementwise pass each) when the
+    layers run one by one (in a chain of ``mlp_chains`` it is part of the op)."""
     mlp_chains: List[List[str]] = field(default_factory=list)
     """Chains of layers (their paths, in order) that ``forward`` runs as one
     ``fusedmlp::mlp`` op each (``mlp=True``), e.g. ``[["fc1", "fc2"]]``."""
@@ -159,6 +170,14 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False,
     ``plain_linear=True`` also moves every remaining ``nn.Linear`` (without hooks, of a
     dtype and device our kernels take) onto ``FusedLinear`` at each path it is registered
     under, one ``FusedLinear`` per layer object so that sharing is kept.
+
+    ``mlp=True`` (the default) then runs each chain ``Linear -> act -> Linear -> ... ->
+    Linear`` whose intermediate outputs nothing else reads (the seed's ``Net``,
+    ``nn.Sequential``, ``torchvision.ops.MLP``, timm's ``Mlp``) as one ``fusedmlp::mlp``
+    op through an instance ``forward`` of the module owning the chain, which falls back to
+    the class's forward (per layer) once a hook is added or a module of it replaced; the
+    class, ``state_dict`` and module paths are unchanged (``result.fuse_report.mlp_chains``;
+    module docs). ``mlp=False``: per-layer fused modules only.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fuse: model must be an nn.Module, got {type(model).__name__}")
@@ -549,10 +568,6 @@ def _run_chains_as_one_op(model: nn.Module, report: FuseReport,
     calls the whole chain) an instance ``forward`` that runs the chain as one
     ``fusedmlp::mlp`` op (fusedmlp._fuse_chains). Traced models: the owners of the chains
     of the whole model's graph; untraced ones: the Sequential containers."""
-    if isinstance(model, fx.GraphModule):
-        # Its deepcopy rebuilds it from its graph alone: it keeps its layers one by one.
-        report.mlp_left = "the model is a GraphModule (graph route)"
-        return
     if report.traced:
         graph = _trace(model, activation_modules)
         owners = chain_owners(find_chains(model, graph, _why_not_fusable))
@@ -575,6 +590,7 @@ def _run_chains_as_one_op(model: nn.Module, report: FuseReport,
         prefix = f"{owner_name}." if owner_name else ""
         report.mlp_chains += [[prefix + name for name in chain.layer_names] for chain in chains]
         owner.__dict__["forward"] = chained_forward(owner, graph, chains)
+        _keep_through_deepcopy(owner, ["forward"])  # a GraphModule (graph route)
 
 
 def _first_line(error: Exception) -> str:

@@ -374,3 +374,44 @@ def test_dropout_given_p_after_fuse_is_honoured():
     assert "mlp" not in ops_run(fused, x)
     fused.eval()
     torch.testing.assert_close(fused(x), fused.fc2(fused.fc1(x)))
+
+
+class GeluCall(nn.Module):
+    """F.gelu written in forward: fuse() takes the graph route (a GraphModule)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(8, 6), nn.Linear(6, 4)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+def test_graph_route_runs_the_chain_and_keeps_it_through_deepcopy(tmp_path):
+    """On the graph route the chain runs as one op too, also on a deep copy; a pickled
+    one runs its layers one by one after loading (GraphModule's unpickling rebuilds it
+    from its code and drops an instance forward): the same function."""
+    torch.manual_seed(0)
+    model = GeluCall()
+    fused = fusedmlp.fuse(model)
+    assert fused.fuse_report.route == "graph"
+    assert fused.fuse_report.mlp_chains == [["fc1", "fc2"]]
+    x = torch.randn(3, 8)
+    assert ops_run(fused, x) == ["mlp"]
+    assert_same_function(model, fused, x)
+    other = copy.deepcopy(fused)
+    assert other.forward.module is other and ops_run(other, x) == ["mlp"]
+    torch.save(fused, tmp_path / "model.pt")
+    loaded = torch.load(tmp_path / "model.pt", weights_only=False)
+    assert "mlp" not in ops_run(loaded, x)
+    assert_same_function(model, loaded, x)
+
+
+def test_fusing_a_fused_model_again_keeps_one_op():
+    torch.manual_seed(0)
+    model = SeedNet()
+    fused = fusedmlp.fuse(fusedmlp.fuse(model))
+    assert fused.fuse_report.mlp_chains == [["fc1", "fc2"]]
+    x = torch.randn(2, 1, 28, 28)
+    assert ops_run(fused, x) == ["mlp"]
+    torch.testing.assert_close(fused(x=x), model(x))  # by keyword too

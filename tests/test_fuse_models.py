@@ -148,6 +148,10 @@ def test_timm_mixer_with_relu_keeps_containers_methods_and_attributes():
     assert report.fused == [f"blocks.{b}.{mlp}.fc1" for b in range(2)
                             for mlp in ("mlp_tokens", "mlp_channels")]
     assert fused_layer_names(fused.blocks[0]) == ["mlp_channels.fc1", "mlp_tokens.fc1"]
+    # each Mlp runs as one fusedmlp.mlp op (an instance forward on the Mlp, not the model)
+    assert report.mlp_chains == [[f"blocks.{b}.{mlp}.fc{i}" for i in (1, 2)] for b in range(2)
+                                 for mlp in ("mlp_tokens", "mlp_channels")]
+    assert "forward" in fused.blocks[0].mlp_tokens.__dict__ and "forward" not in fused.__dict__
     assert fused.num_features == 64 and fused.group_matcher() == model.group_matcher()
     assert_same_structure(model, fused)
     assert_same_state_dict(model, fused)
@@ -166,6 +170,7 @@ def test_timm_vit_gets_its_mlp_gelu_fused_in_place():
     assert report.activations == {"blocks.0.mlp.fc1": "gelu", "blocks.1.mlp.fc1": "gelu"}
     assert report.route == "in place" and report.skipped == {}
     assert type(fused.blocks[1].mlp.act) is nn.Identity
+    assert report.mlp_chains == [[f"blocks.{b}.mlp.fc1", f"blocks.{b}.mlp.fc2"] for b in range(2)]
     assert_same_structure(model, fused)
     assert_same_state_dict(model, fused)
     assert_same_function(model, fused, torch.randn(2, 3, 32, 32))
