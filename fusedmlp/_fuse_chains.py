@@ -30,7 +30,7 @@ import torch
 from torch import fx, nn
 
 from ._torch_activations import call_activation
-from .nn import FusedLinear, FusedLinearReLU, _global_module_hooks
+from .nn import FusedLinear, FusedLinearReLU, _global_module_hooks, mlp_layer_activation
 from .ops import _mlp as _mlp_op
 
 # Module types that may stand between two layers of a chain: exactly these (a subclass may
@@ -62,16 +62,9 @@ def mlp_chain(x: torch.Tensor, layers: Tuple[nn.Module, ...]) -> torch.Tensor:
         params = layer._parameters
         weights.append(params["weight"])
         biases.append(params["bias"])
-        kind = type(layer)
-        if kind is FusedLinearReLU:
-            activations.append("relu")
-            slopes.append(0.01)
-        elif kind is FusedLinear:
-            activations.append(layer.activation)
-            slopes.append(layer.negative_slope)
-        else:  # nn.Linear
-            activations.append("identity")
-            slopes.append(0.01)
+        activation, slope = mlp_layer_activation(layer)
+        activations.append(activation)
+        slopes.append(slope)
     return _mlp_op(x, weights, biases, activations, slopes)[0]
 
 

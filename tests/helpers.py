@@ -6,6 +6,7 @@ import copy
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fusedmlp
 from fusedmlp import FusedLinear, FusedLinearReLU
@@ -320,3 +321,31 @@ def assert_same_structure(original, fused):
             assert type(after[name]) is FusedLinear, name
         elif type(after[name]) is not type(module):
             assert id(module) in activation_modules and type(after[name]) is nn.Identity, name
+
+
+class OpLog(TorchDispatchMode):
+    """The fusedmlp ops that reach the kernels, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "fusedmlp":
+            self.names.append(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+class FlattenThenHead(nn.Module):
+    """A common wrapper fx cannot trace (its ``if`` reads a tensor's dim at run time)."""
+
+    def __init__(self):
+        import torchvision  # a test dependency the CUDA suites need not load
+
+        super().__init__()
+        self.head = torchvision.ops.MLP(16, [32, 8])
+
+    def forward(self, x):
+        if x.dim() > 2:
+            x = x.flatten(1)
+        return self.head(x)

@@ -12,28 +12,15 @@ import torchvision
 from timm.layers import Mlp
 from torch import nn
 from torch.func import functional_call
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fusedmlp
 from fusedmlp import FusedLinear, FusedLinearReLU
 from fusedmlp._fuse_chains import ChainedForward
 from fusedmlp.train import ClassicNet
-from helpers import assert_same_function, assert_same_state_dict, assert_same_structure
+from helpers import (FlattenThenHead, OpLog, assert_same_function, assert_same_state_dict,
+                     assert_same_structure)
 
 FP64 = dict(rtol=1e-12, atol=1e-12)
-
-
-class OpLog(TorchDispatchMode):
-    """The fusedmlp ops that reach the kernels, by name."""
-
-    def __init__(self):
-        super().__init__()
-        self.names = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "fusedmlp":
-            self.names.append(func.__name__.split(".")[0])
-        return func(*args, **(kwargs or {}))
 
 
 def ops_run(model, *inputs, backward=False):
@@ -229,16 +216,6 @@ def test_no_chain(build, fused_layers):
 
 def test_untraceable_model_gets_its_sequential_head_chained():
     """fx cannot trace the wrapper; its Sequential head is traced on its own."""
-
-    class FlattenThenHead(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.head = torchvision.ops.MLP(16, [32, 8])
-
-        def forward(self, x):
-            if x.dim() > 2:
-                x = x.flatten(1)
-            return self.head(x)
 
     model = FlattenThenHead()
     with pytest.warns(UserWarning, match="could not trace"):

@@ -15,8 +15,8 @@ from torch import fx, nn
 import fusedmlp
 from fusedmlp import FusedLinear, FusedLinearReLU
 from fusedmlp.train import ClassicNet
-from helpers import (assert_same_function, assert_same_state_dict, assert_same_structure,
-                     fused_activations, fused_layer_names)
+from helpers import (FlattenThenHead, assert_same_function, assert_same_state_dict,
+                     assert_same_structure, fused_activations, fused_layer_names)
 
 
 # torchvision.ops.MLP subclasses nn.Sequential and keeps its forward.
@@ -61,19 +61,6 @@ def test_torchvision_mlp_with_each_activation_layer(activation_layer, expected, 
     assert_same_state_dict(model, fused)
     tight = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else {}
     assert_same_function(model, fused, torch.randn(5, 16, dtype=dtype), **tight)
-
-
-class FlattenThenHead(nn.Module):
-    """A common wrapper fx cannot trace (its ``if`` reads a tensor's dim at run time)."""
-
-    def __init__(self):
-        super().__init__()
-        self.head = torchvision.ops.MLP(16, [32, 8])
-
-    def forward(self, x):
-        if x.dim() > 2:
-            x = x.flatten(1)
-        return self.head(x)
 
 
 def test_torchvision_mlp_inside_an_untraceable_model_is_fused_with_true_reasons():
