@@ -245,6 +245,7 @@ def chained_forward(module: nn.Module, graph: fx.Graph,
     graph.lint()
     code = fx.GraphModule(module, graph, class_name=type(module).__name__ + "ChainedForward")
     children = [(container, dict(container._modules)) for container in containers]
+    watched = [(member, type(member)) for member in watched]
     return ChainedForward(module, code, children, watched, dropouts)
 
 
@@ -262,12 +263,12 @@ class ChainedForward:
     deep-copies and pickles (it regenerates its code)."""
 
     def __init__(self, module: nn.Module, code: fx.GraphModule,
-                 children: List[Tuple[nn.Module, dict]], watched: List[nn.Module],
-                 dropouts: List[nn.Module]) -> None:
+                 children: List[Tuple[nn.Module, dict]],
+                 watched: List[Tuple[nn.Module, type]], dropouts: List[nn.Module]) -> None:
         self.module = module
         self.code = code
         self.children = children  # (a module the graph goes through, its children then)
-        self.watched = watched  # modules that must stay without hooks
+        self.watched = watched  # (module, its class): it must keep it, and have no hooks
         self.dropouts = dropouts  # the Dropout layers in chains: p must stay 0
         self.__signature__ = _signature(module)  # torch.export binds inputs to it
 
@@ -278,9 +279,9 @@ class ChainedForward:
 
     def intact(self) -> bool:
         """Whether the modules the graph goes through still hold the same children (so
-        every module it calls, every chain's included, is the one traced), no module of a
-        chain or inlined container has hooks, there are no global module hooks, and each
-        Dropout in a chain still has p == 0. About 1 us for the seed's Net."""
+        every module it calls, every chain's included, is the one traced), the modules of
+        the chains and the inlined containers keep their class and have no hooks, there are
+        no global module hooks, and each Dropout in a chain still has p == 0. About 1 us for the seed's Net."""
         if _global_module_hooks():
             return False
         for container, children in self.children:
@@ -290,9 +291,9 @@ class ChainedForward:
             for name, child in children.items():
                 if modules.get(name) is not child:
                     return False
-        for module in self.watched:
-            if (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                    or module._backward_pre_hooks):
+        for module, kind in self.watched:  # torch.nn.utils.parametrize changes the class
+            if (type(module) is not kind or module._forward_hooks or module._forward_pre_hooks
+                    or module._backward_hooks or module._backward_pre_hooks):
                 return False
         for dropout in self.dropouts:
             if dropout.p != 0:

@@ -392,3 +392,59 @@ def test_fusing_a_fused_model_again_keeps_one_op():
     x = torch.randn(2, 1, 28, 28)
     assert ops_run(fused, x) == ["mlp"]
     torch.testing.assert_close(fused(x=x), model(x))  # by keyword too
+
+
+def test_parametrized_layer_after_fuse_runs_per_layer():
+    """torch.nn.utils.parametrize gives the layer a new class (its weight computed)."""
+    torch.manual_seed(0)
+    fused = fusedmlp.fuse(SeedNet())
+
+    class Doubled(nn.Module):
+        def forward(self, weight):
+            return 2 * weight
+
+    torch.nn.utils.parametrize.register_parametrization(fused.fc2, "weight", Doubled())
+    x = torch.randn(2, 1, 28, 28)
+    assert "mlp" not in ops_run(fused, x)
+    expected = F.linear(F.relu(fused.fc1(x.flatten(1))), 2 * fused.fc2.parametrizations.weight
+                        .original, fused.fc2.bias)
+    torch.testing.assert_close(fused(x), expected)
+
+
+class Block(nn.Module):
+    """A transformer-style residual block around timm's Mlp."""
+
+    def __init__(self):
+        super().__init__()
+        self.norm = nn.LayerNorm(8)
+        self.mlp = Mlp(8, 16, 8)
+
+    def forward(self, x):
+        return x + self.mlp(self.norm(x))
+
+
+def test_chains_inside_blocks_compile_and_export():
+    """The chain's owner is each block's Mlp (its forward is an instance attribute there):
+    compile(fullgraph) and export see one op per block."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = nn.Sequential(Block(), Block())
+    fused = fusedmlp.fuse(model)
+    assert fused.fuse_report.mlp_chains == [["0.mlp.fc1", "0.mlp.fc2"],
+                                            ["1.mlp.fc1", "1.mlp.fc2"]]
+    assert "forward" in fused[0].mlp.__dict__ and "forward" not in fused.__dict__
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm
+
+    x = torch.randn(3, 4, 8)
+    assert ops_run(fused, x) == ["mlp", "mlp"]
+    assert_same_function(model, torch.compile(fused, fullgraph=True, backend=backend), x)
+    assert [sum("fusedmlp.mlp" in t for t in g) for g in call_graph_ops(graphs)] == [2]
+    for strict in (False, True):
+        program = torch.export.export(fused, (x,), strict=strict)
+        targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
+        assert targets.count("fusedmlp.mlp.default") == 2
+        torch.testing.assert_close(program.module()(x), model(x))
