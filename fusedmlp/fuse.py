@@ -567,28 +567,36 @@ def _run_chains_as_one_op(model: nn.Module, report: FuseReport,
     """Give each module owning a chain of fused layers (the innermost module whose forward
     calls the whole chain) an instance ``forward`` that runs the chain as one
     ``fusedmlp::mlp`` op (fusedmlp._fuse_chains). Traced models: the owners of the chains
-    of the whole model's graph; untraced ones: the Sequential containers."""
+    of the whole model's graph; untraced ones: the Sequential containers, outer ones
+    first (a chain of an inner one that an outer one's chain covers is left to it)."""
+    owners = [name for name, module in model.named_modules()
+              if _runs_children_in_order(module)]
     if report.traced:
-        graph = _trace(model, activation_modules)
-        owners = chain_owners(find_chains(model, graph, _why_not_fusable))
-    else:
-        owners = [name for name, module in model.named_modules()
-                  if _runs_children_in_order(module)]
+        try:
+            owners = chain_owners(find_chains(model, _trace(model, activation_modules),
+                                              _why_not_fusable))
+        except Exception as error:  # traced before: this should not happen
+            report.mlp_left = f"fx could not trace the fused model ({_first_line(error)})"
+            return
+    covered = set()  # the layers of the chains taken so far
     for owner_name in owners:
         owner = model.get_submodule(owner_name)
+        prefix = f"{owner_name}." if owner_name else ""
         try:
             graph = _trace(owner, activation_modules)
         except Exception:  # fx fails in many ways: then that module runs per layer
             continue
-        chains = own_chains(find_chains(owner, graph, _why_not_fusable))
+        chains = [chain for chain in own_chains(find_chains(owner, graph, _why_not_fusable))
+                  if not {prefix + name for name in chain.layer_names} <= covered]
         if not chains:
             continue
         if not graph_reads_only_the_module(owner, graph):
             report.mlp_left = (f"{owner_name or 'the model'}'s forward creates tensors, which "
                                "fx keeps outside the model")
             continue
-        prefix = f"{owner_name}." if owner_name else ""
-        report.mlp_chains += [[prefix + name for name in chain.layer_names] for chain in chains]
+        for chain in chains:
+            report.mlp_chains.append([prefix + name for name in chain.layer_names])
+            covered.update(report.mlp_chains[-1])
         owner.__dict__["forward"] = chained_forward(owner, graph, chains)
         _keep_through_deepcopy(owner, ["forward"])  # a GraphModule (graph route)
 

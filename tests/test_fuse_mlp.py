@@ -448,3 +448,29 @@ def test_chains_inside_blocks_compile_and_export():
         targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
         assert targets.count("fusedmlp.mlp.default") == 2
         torch.testing.assert_close(program.module()(x), model(x))
+
+
+class FlattenThenNested(nn.Module):
+    """fx cannot trace it; its head nests a Sequential whose chain the outer one covers."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Sequential(nn.Linear(6, 5), nn.ReLU(),
+                                  nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3)))
+
+    def forward(self, x):
+        return self.head(x.flatten(1) if x.dim() > 2 else x)
+
+
+def test_untraceable_model_with_nested_sequentials_reports_each_chain_once():
+    torch.manual_seed(0)
+    model = FlattenThenNested()
+    with pytest.warns(UserWarning, match="could not trace"):
+        fused = fusedmlp.fuse(model)
+    assert fused.fuse_report.mlp_chains == [["head.0", "head.2.0", "head.2.2"]]
+    assert "forward" not in fused.head[2].__dict__
+    x = torch.randn(3, 2, 3)
+    assert ops_run(fused, x) == ["mlp"]
+    assert_same_function(model, fused, x)
+    fused.head[1] = nn.Tanh()  # the outer chain is broken: the inner layers run one by one
+    torch.testing.assert_close(fused(x), fused.head[2](torch.tanh(fused.head[0](x.flatten(1)))))
