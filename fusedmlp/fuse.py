@@ -59,7 +59,7 @@ import torch
 from torch import fx, nn
 
 from . import _C
-from ._fuse_chains import (chain_owners, chained_forward, find_chains,
+from ._fuse_chains import (ChainedForward, chain_owners, chained_forward, find_chains,
                            graph_reads_only_the_module, own_chains)
 from ._torch_activations import Activation, ActivationCall, call_activation, module_activation
 from .nn import FusedLinear, FusedLinearReLU
@@ -183,6 +183,7 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False,
         raise TypeError(f"fuse: model must be an nn.Module, got {type(model).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
+    _drop_chained_forwards(model)  # fusing a fused model: found again from its classes
     activation_modules = _activation_modules(model)
     try:
         graph = _trace(model, activation_modules)
@@ -599,6 +600,15 @@ def _run_chains_as_one_op(model: nn.Module, report: FuseReport,
             covered.update(report.mlp_chains[-1])
         owner.__dict__["forward"] = chained_forward(owner, graph, chains)
         _keep_through_deepcopy(owner, ["forward"])  # a GraphModule (graph route)
+
+
+def _drop_chained_forwards(model: nn.Module) -> None:
+    """Remove the instance ``forward`` an earlier fuse() gave modules of ``model``."""
+    for module in model.modules():
+        if isinstance(module.__dict__.get("forward"), ChainedForward):
+            del module.__dict__["forward"]
+            if isinstance(module, fx.GraphModule):
+                module.meta.get("_user_preserved_attributes", {}).pop("forward", None)
 
 
 def _first_line(error: Exception) -> str:

@@ -384,16 +384,6 @@ def test_graph_route_runs_the_chain_and_keeps_it_through_deepcopy(tmp_path):
     assert_same_function(model, loaded, x)
 
 
-def test_fusing_a_fused_model_again_keeps_one_op():
-    torch.manual_seed(0)
-    model = SeedNet()
-    fused = fusedmlp.fuse(fusedmlp.fuse(model))
-    assert fused.fuse_report.mlp_chains == [["fc1", "fc2"]]
-    x = torch.randn(2, 1, 28, 28)
-    assert ops_run(fused, x) == ["mlp"]
-    torch.testing.assert_close(fused(x=x), model(x))  # by keyword too
-
-
 def test_parametrized_layer_after_fuse_runs_per_layer():
     """torch.nn.utils.parametrize gives the layer a new class (its weight computed)."""
     torch.manual_seed(0)
@@ -474,3 +464,20 @@ def test_untraceable_model_with_nested_sequentials_reports_each_chain_once():
     assert_same_function(model, fused, x)
     fused.head[1] = nn.Tanh()  # the outer chain is broken: the inner layers run one by one
     torch.testing.assert_close(fused(x), fused.head[2](torch.tanh(fused.head[0](x.flatten(1)))))
+
+
+@pytest.mark.parametrize("build,chains,shape", [
+    (SeedNet, [["fc1", "fc2"]], (2, 1, 28, 28)),
+    (lambda: nn.Sequential(Block(), Block()), [["0.mlp.fc1", "0.mlp.fc2"],
+                                               ["1.mlp.fc1", "1.mlp.fc2"]], (2, 3, 8)),
+], ids=["seed_net", "blocks"])
+def test_fusing_a_fused_model_again_finds_the_same_chains(build, chains, shape):
+    torch.manual_seed(0)
+    model = build()
+    once = fusedmlp.fuse(model)
+    fused = fusedmlp.fuse(once)
+    assert fused.fuse_report.mlp_chains == chains == once.fuse_report.mlp_chains
+    x = torch.randn(shape)
+    assert ops_run(fused, x) == ["mlp"] * len(chains)
+    torch.testing.assert_close(fused(input=x) if isinstance(model, nn.Sequential)
+                               else fused(x=x), model(x))  # by keyword too
