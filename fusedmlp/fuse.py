@@ -37,6 +37,16 @@ in order (``nn.Sequential`` and subclasses that keep its ``forward``, such as
 With ``plain_linear=True`` the ``nn.Linear`` layers left over (an output layer, a Linear
 called twice, ...) then run on ``FusedLinear``: the same layer on our kernels, which beat
 eager most at the small shapes such layers usually have.
+
+Then (``mlp=True``, the default) chains of those layers, ``fused layer -> fused layer ->
+... -> last layer`` (the last one may be a plain ``nn.Linear``), where each intermediate
+output is read only by the next layer (through nothing but ``nn.Identity``, a Dropout with
+p == 0 or a ReLU kept after a ReLU layer), run as one ``fusedmlp::mlp`` op: one C++ call
+each way, one autograd node. No module is replaced for that: the module owning a chain
+gets an instance ``forward`` that runs its traced graph with the chain as one op while its
+modules stay as fuse() left them (no hooks, nothing replaced or appended), else its
+class's forward (fusedmlp._fuse_chains has the details). ``FuseReport.mlp_chains`` lists
+the chains.
 """
 import copy
 import logging
@@ -49,6 +59,8 @@ import torch
 from torch import fx, nn
 
 from . import _C
+from ._fuse_chains import (ChainedForward, chain_owners, chained_forward, find_chains,
+                           graph_reads_only_the_module, own_chains)
 from ._torch_activations import Activation, ActivationCall, call_activation, module_activation
 from .nn import FusedLinear, FusedLinearReLU
 
@@ -92,7 +104,13 @@ class FuseReport:
     not trace forward, only Sequential slots were rewritten (in place)."""
     activation_kept: List[str] = field(default_factory=list)
     """Fused Linear layers whose activation call still runs in ``forward`` on the fused
-    output (exact, as ReLU is idempotent; one extra elementwise pass each)."""
+    output (exact, as ReLU is idempotent; one extra elementwise pass each) when the
+    layers run one by one (in a chain of ``mlp_chains`` it is part of the op)."""
+    mlp_chains: List[List[str]] = field(default_factory=list)
+    """Chains of layers (their paths, in order) that ``forward`` runs as one
+    ``fusedmlp::mlp`` op each (``mlp=True``), e.g. ``[["fc1", "fc2"]]``."""
+    mlp_left: str = ""
+    """Why no chain runs as one op although ``mlp=True`` asked for it ("" otherwise)."""
 
     def __str__(self) -> str:
         pairs = ", ".join(f"{name} ({self.activations.get(name, '?')})" for name in self.fused)
@@ -101,9 +119,17 @@ class FuseReport:
             lines.append(f"ran {len(self.linear)} Linear layer(s) on FusedLinear: "
                          f"{', '.join(self.linear)}")
         lines.append(f"route: {_ROUTE_DESCRIPTIONS[self.route]}")
-        if self.activation_kept:
+        in_chains = {name for chain in self.mlp_chains for name in chain}
+        kept = [name for name in self.activation_kept if name not in in_chains]
+        if kept:  # in a chain, the ReLU call is part of the op
             lines.append("ReLU call still runs in forward (idempotent, one extra pass) after: "
-                         + ", ".join(self.activation_kept))
+                         + ", ".join(kept))
+        if self.mlp_chains:
+            chains = "; ".join(" -> ".join(chain) for chain in self.mlp_chains)
+            lines.append(f"ran {len(self.mlp_chains)} chain(s) of layers as one fusedmlp.mlp "
+                         f"op each (while their modules stay as they are): {chains}")
+        elif self.mlp_left:
+            lines.append(f"no chain runs as one fusedmlp.mlp op: {self.mlp_left}")
         lines += [f"left {name}: {why}" for name, why in self.skipped.items()]
         return "\n".join(lines)
 
@@ -118,7 +144,8 @@ _ROUTE_DESCRIPTIONS = {
 }
 
 
-def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) -> nn.Module:
+def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False,
+         mlp: bool = True) -> nn.Module:
     """``model`` with its Linear -> activation pairs running on fused layers
     (``FusedLinearReLU`` for ReLU, ``FusedLinear`` with the activation for GELU, SiLU,
     LeakyReLU, Sigmoid and Tanh): the same parameters, outputs and gradients (within
@@ -143,11 +170,20 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) ->
     ``plain_linear=True`` also moves every remaining ``nn.Linear`` (without hooks, of a
     dtype and device our kernels take) onto ``FusedLinear`` at each path it is registered
     under, one ``FusedLinear`` per layer object so that sharing is kept.
+
+    ``mlp=True`` (the default) then runs each chain ``Linear -> act -> Linear -> ... ->
+    Linear`` whose intermediate outputs nothing else reads (the seed's ``Net``,
+    ``nn.Sequential``, ``torchvision.ops.MLP``, timm's ``Mlp``) as one ``fusedmlp::mlp``
+    op through an instance ``forward`` of the module owning the chain, which falls back to
+    the class's forward (per layer) once a hook is added or a module of it replaced; the
+    class, ``state_dict`` and module paths are unchanged (``result.fuse_report.mlp_chains``;
+    module docs). ``mlp=False``: per-layer fused modules only.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"fuse: model must be an nn.Module, got {type(model).__name__}")
     if not inplace:
         model = copy.deepcopy(model)
+    _drop_chained_forwards(model)  # fusing a fused model: found again from its classes
     activation_modules = _activation_modules(model)
     try:
         graph = _trace(model, activation_modules)
@@ -165,6 +201,8 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False) ->
         result, report = _fuse_traced(model, graph, activation_modules)
     if plain_linear:
         _run_plain_linears_fused(result, report)
+    if mlp:
+        _run_chains_as_one_op(result, report, activation_modules)
     result.fuse_report = report
     _keep_through_deepcopy(result, ["fuse_report"])
     logger.info("fusedmlp.fuse(%s): %s", type(model).__name__, report)
@@ -523,6 +561,54 @@ def _run_plain_linears_fused(model: nn.Module, report: FuseReport) -> None:
             setattr(parent, child_name, replacements[id(child)])
             report.linear.append(name)
             report.skipped.pop(name, None)
+
+
+def _run_chains_as_one_op(model: nn.Module, report: FuseReport,
+                          activation_modules: _ActivationModules) -> None:
+    """Give each module owning a chain of fused layers (the innermost module whose forward
+    calls the whole chain) an instance ``forward`` that runs the chain as one
+    ``fusedmlp::mlp`` op (fusedmlp._fuse_chains). Traced models: the owners of the chains
+    of the whole model's graph; untraced ones: the Sequential containers, outer ones
+    first (a chain of an inner one that an outer one's chain covers is left to it)."""
+    owners = [name for name, module in model.named_modules()
+              if _runs_children_in_order(module)]
+    if report.traced:
+        try:
+            owners = chain_owners(find_chains(model, _trace(model, activation_modules),
+                                              _why_not_fusable))
+        except Exception as error:  # traced before: this should not happen
+            report.mlp_left = f"fx could not trace the fused model ({_first_line(error)})"
+            return
+    covered = set()  # the layers of the chains taken so far
+    for owner_name in owners:
+        owner = model.get_submodule(owner_name)
+        prefix = f"{owner_name}." if owner_name else ""
+        try:
+            graph = _trace(owner, activation_modules)
+        except Exception:  # fx fails in many ways: then that module runs per layer
+            continue
+        chains = [chain for chain in own_chains(find_chains(owner, graph, _why_not_fusable))
+                  if not {prefix + name for name in chain.layer_names} <= covered]
+        if not chains:
+            continue
+        if not graph_reads_only_the_module(owner, graph):
+            report.mlp_left = (f"{owner_name or 'the model'}'s forward creates tensors, which "
+                               "fx keeps outside the model")
+            continue
+        for chain in chains:
+            report.mlp_chains.append([prefix + name for name in chain.layer_names])
+            covered.update(report.mlp_chains[-1])
+        owner.__dict__["forward"] = chained_forward(owner, graph, chains)
+        _keep_through_deepcopy(owner, ["forward"])  # a GraphModule (graph route)
+
+
+def _drop_chained_forwards(model: nn.Module) -> None:
+    """Remove the instance ``forward`` an earlier fuse() gave modules of ``model``."""
+    for module in model.modules():
+        if isinstance(module.__dict__.get("forward"), ChainedForward):
+            del module.__dict__["forward"]
+            if isinstance(module, fx.GraphModule):
+                module.meta.get("_user_preserved_attributes", {}).pop("forward", None)
 
 
 def _first_line(error: Exception) -> str:

@@ -215,15 +215,13 @@ class FusedMLP(nn.Sequential):
             if identity_slot:
                 if kind is not nn.Identity:
                     return None
-            elif kind is FusedLinearReLU:
-                activations.append("relu")
-                slopes.append(0.01)
-            elif kind is FusedLinear:
-                activations.append(module.activation)
-                slopes.append(module.negative_slope)
             else:
-                return None
-            if not identity_slot:
+                # FusedMLP's layers are fused ones: a plain nn.Linear in a slot runs as is.
+                activation = None if kind is nn.Linear else mlp_layer_activation(module)
+                if activation is None:
+                    return None
+                activations.append(activation[0])
+                slopes.append(activation[1])
                 params = module._parameters
                 weights.append(params["weight"])
                 biases.append(params["bias"])
@@ -277,6 +275,20 @@ class FusedMLP(nn.Sequential):
                           else FusedLinear.from_linear(layer, activation, slope))
         mlp[len(mlp) - 1] = FusedLinear.from_linear(linears[-1])
         return mlp.train(seq.training)
+
+
+def mlp_layer_activation(layer: nn.Module):
+    """(activation, negative_slope) that the ``mlp`` op takes for ``layer``: a fused layer
+    (exactly FusedLinearReLU or FusedLinear, its activation as it is now) or a plain
+    nn.Linear (no activation); None for any other module."""
+    kind = type(layer)
+    if kind is FusedLinearReLU:
+        return "relu", DEFAULT_NEGATIVE_SLOPE
+    if kind is FusedLinear:
+        return layer.activation, layer.negative_slope
+    if kind is nn.Linear:
+        return "identity", DEFAULT_NEGATIVE_SLOPE
+    return None
 
 
 def _global_module_hooks() -> bool:

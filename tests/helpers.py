@@ -1,10 +1,16 @@
 """Shared test helpers: the float64 reference, dtype tolerances, and the shapes, strided
-inputs and checks that the CPU (test_linear_relu.py) and CUDA (test_cuda.py) suites share."""
+inputs and checks that the CPU (test_linear_relu.py) and CUDA (test_cuda.py) suites share,
+and what the fuse() tests check of a fused model (structure, state_dict)."""
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import fusedmlp
+from fusedmlp import FusedLinear, FusedLinearReLU
+from fusedmlp.fuse import _activation_modules
 
 REDUCED_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -283,3 +289,63 @@ def assert_same_function(original, fused, *inputs, **tolerance):
         else:
             torch.testing.assert_close(grads_fused[name], grad, **tolerance,
                                        msg=lambda m: f"grad of {name}: {m}")
+
+
+def assert_same_state_dict(original, fused):
+    """The same keys in the same order with the same values, and strict loading works
+    both ways (an original checkpoint into the fused model and back)."""
+    expected, actual = original.state_dict(), fused.state_dict()
+    assert list(actual) == list(expected)
+    for key, value in expected.items():
+        assert torch.equal(actual[key], value), key
+    fused.load_state_dict(expected, strict=True)
+    copy.deepcopy(original).load_state_dict(actual, strict=True)
+
+
+def assert_same_structure(original, fused):
+    """The same class and the same named_modules() paths; each module keeps its type,
+    except that fused Linear layers are FusedLinearReLU (ReLU) or FusedLinear (any other
+    activation, or none with plain_linear=True) and the activation modules fused into them
+    are nn.Identity."""
+    assert type(fused) is type(original)
+    before, after = dict(original.named_modules()), dict(fused.named_modules())
+    assert list(after) == list(before)
+    fused_names = set(fused.fuse_report.fused)
+    activation_modules = _activation_modules(original)
+    for name, module in before.items():
+        if name in fused_names:
+            expected = (FusedLinearReLU if fused.fuse_report.activations[name] == "relu"
+                        else FusedLinear)
+            assert type(after[name]) is expected, name
+        elif name in fused.fuse_report.linear:  # plain_linear=True
+            assert type(after[name]) is FusedLinear, name
+        elif type(after[name]) is not type(module):
+            assert id(module) in activation_modules and type(after[name]) is nn.Identity, name
+
+
+class OpLog(TorchDispatchMode):
+    """The fusedmlp ops that reach the kernels, by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "fusedmlp":
+            self.names.append(func.__name__.split(".")[0])
+        return func(*args, **(kwargs or {}))
+
+
+class FlattenThenHead(nn.Module):
+    """A common wrapper fx cannot trace (its ``if`` reads a tensor's dim at run time)."""
+
+    def __init__(self):
+        import torchvision  # a test dependency the CUDA suites need not load
+
+        super().__init__()
+        self.head = torchvision.ops.MLP(16, [32, 8])
+
+    def forward(self, x):
+        if x.dim() > 2:
+            x = x.flatten(1)
+        return self.head(x)

@@ -83,18 +83,22 @@ class ClassicNet(nn.Module):
         return self.fc2(x)
 
 
+@pytest.mark.parametrize("mlp", [False, True], ids=["per_layer", "mlp_op"])
 @pytest.mark.parametrize("relu_style", ["torch.relu", "F.relu", "x.relu()"])
-def test_relu_call_in_forward_stays_and_the_model_keeps_its_class(relu_style):
+def test_relu_call_in_forward_stays_and_the_model_keeps_its_class(relu_style, mlp):
     """fc1 becomes FusedLinearReLU in place; forward's own ReLU call then runs on values
-    that are already >= 0, which changes neither outputs nor gradients."""
+    that are already >= 0, which changes neither outputs nor gradients. With mlp=True the
+    call is part of the fc1 -> fc2 chain's op (tests/test_fuse_mlp.py)."""
     model = ClassicNet(relu_style)
-    fused = fusedmlp.fuse(model)
+    fused = fusedmlp.fuse(model, mlp=mlp)
     assert type(fused) is ClassicNet and fused.relu_style == relu_style
     assert fused_layer_names(fused) == ["fc1"] and linear_names(fused) == ["fc2"]
     report = fused.fuse_report
     assert (report.fused, report.skipped, report.route) == (["fc1"], {}, "in place")
     assert report.activation_kept == ["fc1"]
-    assert "ReLU call still runs in forward (idempotent, one extra pass) after: fc1" in str(report)
+    assert report.mlp_chains == ([["fc1", "fc2"]] if mlp else [])
+    kept_line = "ReLU call still runs in forward (idempotent, one extra pass) after: fc1"
+    assert (kept_line in str(report)) == (not mlp)
     assert list(fused.state_dict()) == list(model.state_dict())
     assert_same_function(model, fused, torch.randn(6, 1, 28, 28))
     assert type(model.fc1) is nn.Linear  # the original still runs nn.Linear

@@ -14,38 +14,9 @@ from torch import fx, nn
 
 import fusedmlp
 from fusedmlp import FusedLinear, FusedLinearReLU
-from fusedmlp.fuse import _activation_modules
 from fusedmlp.train import ClassicNet
-from helpers import assert_same_function, fused_activations, fused_layer_names
-
-
-def assert_same_state_dict(original, fused):
-    """The same keys in the same order with the same values, and strict loading works
-    both ways (an original checkpoint into the fused model and back)."""
-    expected, actual = original.state_dict(), fused.state_dict()
-    assert list(actual) == list(expected)
-    for key, value in expected.items():
-        assert torch.equal(actual[key], value), key
-    fused.load_state_dict(expected, strict=True)
-    copy.deepcopy(original).load_state_dict(actual, strict=True)
-
-
-def assert_same_structure(original, fused):
-    """The same class and the same named_modules() paths; each module keeps its type,
-    except that fused Linear layers are FusedLinearReLU (ReLU) or FusedLinear (any other
-    activation) and the activation modules fused into them are nn.Identity."""
-    assert type(fused) is type(original)
-    before, after = dict(original.named_modules()), dict(fused.named_modules())
-    assert list(after) == list(before)
-    fused_names = set(fused.fuse_report.fused)
-    activation_modules = _activation_modules(original)
-    for name, module in before.items():
-        if name in fused_names:
-            expected = (FusedLinearReLU if fused.fuse_report.activations[name] == "relu"
-                        else FusedLinear)
-            assert type(after[name]) is expected, name
-        elif type(after[name]) is not type(module):
-            assert id(module) in activation_modules and type(after[name]) is nn.Identity, name
+from helpers import (FlattenThenHead, assert_same_function, assert_same_state_dict,
+                     assert_same_structure, fused_activations, fused_layer_names)
 
 
 # torchvision.ops.MLP subclasses nn.Sequential and keeps its forward.
@@ -90,19 +61,6 @@ def test_torchvision_mlp_with_each_activation_layer(activation_layer, expected, 
     assert_same_state_dict(model, fused)
     tight = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else {}
     assert_same_function(model, fused, torch.randn(5, 16, dtype=dtype), **tight)
-
-
-class FlattenThenHead(nn.Module):
-    """A common wrapper fx cannot trace (its ``if`` reads a tensor's dim at run time)."""
-
-    def __init__(self):
-        super().__init__()
-        self.head = torchvision.ops.MLP(16, [32, 8])
-
-    def forward(self, x):
-        if x.dim() > 2:
-            x = x.flatten(1)
-        return self.head(x)
 
 
 def test_torchvision_mlp_inside_an_untraceable_model_is_fused_with_true_reasons():
@@ -177,6 +135,10 @@ def test_timm_mixer_with_relu_keeps_containers_methods_and_attributes():
     assert report.fused == [f"blocks.{b}.{mlp}.fc1" for b in range(2)
                             for mlp in ("mlp_tokens", "mlp_channels")]
     assert fused_layer_names(fused.blocks[0]) == ["mlp_channels.fc1", "mlp_tokens.fc1"]
+    # each Mlp runs as one fusedmlp.mlp op (an instance forward on the Mlp, not the model)
+    assert report.mlp_chains == [[f"blocks.{b}.{mlp}.fc{i}" for i in (1, 2)] for b in range(2)
+                                 for mlp in ("mlp_tokens", "mlp_channels")]
+    assert "forward" in fused.blocks[0].mlp_tokens.__dict__ and "forward" not in fused.__dict__
     assert fused.num_features == 64 and fused.group_matcher() == model.group_matcher()
     assert_same_structure(model, fused)
     assert_same_state_dict(model, fused)
@@ -195,6 +157,7 @@ def test_timm_vit_gets_its_mlp_gelu_fused_in_place():
     assert report.activations == {"blocks.0.mlp.fc1": "gelu", "blocks.1.mlp.fc1": "gelu"}
     assert report.route == "in place" and report.skipped == {}
     assert type(fused.blocks[1].mlp.act) is nn.Identity
+    assert report.mlp_chains == [[f"blocks.{b}.mlp.fc1", f"blocks.{b}.mlp.fc2"] for b in range(2)]
     assert_same_structure(model, fused)
     assert_same_state_dict(model, fused)
     assert_same_function(model, fused, torch.randn(2, 3, 32, 32))

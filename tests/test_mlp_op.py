@@ -10,12 +10,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import fusedmlp
 from conftest import requires_cuda
 from fusedmlp.ops import ACTIVATIONS
-from helpers import SLOPE, TORCH_ACTS, assert_same_function, tolerances
+from helpers import SLOPE, TORCH_ACTS, OpLog, assert_same_function, tolerances
 
 DTYPES = [torch.float32, torch.float64]
 SIZES = [13, 17, 5, 3]  # 3 layers: 13 -> 17 -> 5 -> 3
@@ -300,19 +299,6 @@ def test_saves_no_more_than_per_layer(activation):
         ours = saved_bytes(lambda: op(activations)(x, weights, biases))
         layers = saved_bytes(lambda: per_layer(x, weights, biases, activations))
         assert ours <= layers, (activations, ours, layers)
-
-
-class OpLog(TorchDispatchMode):
-    """The fusedmlp ops that reach the kernels, by name."""
-
-    def __init__(self):
-        super().__init__()
-        self.names = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func.namespace == "fusedmlp":
-            self.names.append(func.__name__.split(".")[0])
-        return func(*args, **(kwargs or {}))
 
 
 def fusedmlp_ops_run(module, x):
