@@ -17,6 +17,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <new>
@@ -76,6 +77,9 @@ T* scratch(int slot, int64_t count) {
   return buffers.get<T>(slot, count);
 }
 
+// GEMM calls per path since start-up (gemm_path_counts()).
+std::atomic<int64_t> dot_calls{0}, packed_calls{0}, row_panel_calls{0};
+
 struct Blocking {
   int64_t mc, nc, kc;  // block sizes (mc % MR == 0, nc % NR == 0)
   int64_t m_blocks, n_blocks;
@@ -121,11 +125,6 @@ bool reads_b_in_place(const StridedMatrix<T>& b) {
   return b.col_stride == 1 && row_bytes % 64 == 0 && (row_bytes / 64) % 2 == 1;
 }
 
-// GEMMs up to this K take the row-panel kernel over B in place (small_k_or_few_rows):
-// grad_w = gᵀ · x of a batch of up to 16 rows, whose B (K rows of x) every row panel
-// reads. (Measured: NOTES.md.)
-constexpr int64_t kSmallK = 16;
-
 // Whether B is read in place as a whole by the row-panel kernel (MicroKernel::rows), one
 // call per MR-row panel of A, instead of NR-column panels (packed, or in place when
 // reads_b_in_place): B row-major, and either K small (grad_w at a small batch: B is K
@@ -134,7 +133,7 @@ constexpr int64_t kSmallK = 16;
 // only costs, whatever its row stride).
 template <typename T>
 bool small_k_or_few_rows(const GemmProblem<T>& pb, const MicroKernel<T>& uk) {
-  return uk.rows && pb.b.col_stride == 1 && pb.k > 0 && (pb.k <= kSmallK || pb.m <= uk.mr);
+  return uk.rows && pb.b.col_stride == 1 && pb.k > 0 && (pb.k <= kRowPanelMaxK || pb.m <= uk.mr);
 }
 
 // The row blocks [ib_begin, ib_end) of column block jb, in Goto's order: each K block of
@@ -268,6 +267,8 @@ void gemm(const GemmProblem<T>& pb) {
                    !pb.a_saved.data && !pb.a_row_sums &&
                    prefers_dot(pb.m, pb.n, pb.k, uk.dot_max_rows, uk.nr);
   const bool whole_b_in_place = !dot && small_k_or_few_rows(pb, uk);
+  (dot ? dot_calls : whole_b_in_place ? row_panel_calls : packed_calls)
+      .fetch_add(1, std::memory_order_relaxed);
   // Threads only for work that outweighs waking them: a tiny GEMM (an MLP's 128 -> 10
   // layer) runs faster on the calling thread, and does not wait on a descheduled worker.
   const int64_t threads = std::clamp<int64_t>(pb.m * pb.n * pb.k / kMinWorkPerThread, 1,
@@ -308,6 +309,11 @@ void gemm(const GemmProblem<T>& pb) {
   } else {
     at::parallel_for(0, tasks, 1, run_tasks);
   }
+}
+
+GemmPathCounts gemm_path_counts() {
+  return {dot_calls.load(std::memory_order_relaxed), packed_calls.load(std::memory_order_relaxed),
+          row_panel_calls.load(std::memory_order_relaxed)};
 }
 
 double fma_peak_gflops() {
