@@ -131,11 +131,10 @@ void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64
 // (K ascending) and single store per element as microkernel, with B read in place and,
 // when Partial (NV == 1 then), only the first `last` lanes of the vector loaded and stored.
 template <class V, int R, int NV, bool Partial>
-__attribute__((always_inline)) inline void row_tile(int64_t kc, const typename V::T* const (&a_rows)[R],
-                                                    int64_t a_k_stride, const typename V::T* b,
-                                                    int64_t ldb, typename V::T* c, int64_t ldc,
-                                                    int last, const typename V::T* bias,
-                                                    bool accumulate) {
+__attribute__((always_inline)) inline void row_tile(
+    int64_t kc, const typename V::T* const (&a_rows)[R], int64_t a_k_stride,
+    const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc, int last,
+    const typename V::T* bias, bool accumulate) {
   static_assert(!Partial || NV == 1, "only a one-vector tile is partial");
   constexpr int W = V::width;
   using Reg = typename V::Reg;
@@ -182,17 +181,21 @@ __attribute__((always_inline)) inline void row_tile(int64_t kc, const typename V
 // tiles, then the masked last vector (no edge panel to pack, nothing read past column n).
 // The small-K and few-row GEMMs (gemm.cpp) call it once per panel instead of once per
 // tile: at K = 1 (grad_w of one row) a tile is a single rank-1 step, and the per-call
-// prologue cost more than its FMAs. R: exactly m_valid rows, as in microkernel.
+// prologue cost more than its FMAs. Exactly m_valid rows are computed, as in microkernel,
+// in tiles as wide as the registers of the TOP_MR x TOP_NV tile allow for that many rows
+// ((rows + 1) x nv <= (TOP_MR + 1) x TOP_NV: accumulators plus B vectors; at most 8
+// vectors): one row of grad_x at 1024 -> 1024 (W from L3) took 58 us with 8 FMA chains
+// and 8 lines of each W row per pass, 116 us with 2 (NOTES.md).
 template <class V, int MR, int NV, int TOP_MR = MR, int TOP_NV = NV>
 void row_panel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64_t a_k_stride,
                const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc, int m_valid,
                int64_t n, const typename V::T* bias, bool accumulate) {
   if constexpr (MR > 1) {
     if (m_valid < MR) {
-      constexpr int wide = (TOP_MR + 1) * TOP_NV / MR;
+      constexpr int wide = (TOP_MR + 1) * TOP_NV / MR;  // for MR - 1 rows
       constexpr int nv = wide > 8 ? 8 : wide < TOP_NV ? TOP_NV : wide;
-      return row_panel<V, MR - 1, nv, TOP_MR, TOP_NV>(kc, a, a_row_stride, a_k_stride, b, ldb, c, ldc,
-                                      m_valid, n, bias, accumulate);
+      return row_panel<V, MR - 1, nv, TOP_MR, TOP_NV>(kc, a, a_row_stride, a_k_stride, b, ldb,
+                                                      c, ldc, m_valid, n, bias, accumulate);
     }
   }
   constexpr int W = V::width;
@@ -358,9 +361,8 @@ template <class V, int MR, int NV, int DOT_MR>
 MicroKernel<typename V::T> make_microkernel() {
   static_assert(kDotNR == 4, "sum4 reduces four accumulators");
   return {MR, NV * V::width, &microkernel<V, MR, NV>, &row_panel<V, MR, NV>, 0, nullptr,
-          nullptr, nullptr, DOT_MR,
-          &dot_microkernel<V, DOT_MR>, &activate_block<V>, &elementwise_grad<V>,
-          &fma_probe<V>};
+          nullptr, nullptr, DOT_MR, &dot_microkernel<V, DOT_MR>, &activate_block<V>,
+          &elementwise_grad<V>, &fma_probe<V>};
 }
 
 // The run-time switch to an ISA's SIMD packers, which take the activation of the
