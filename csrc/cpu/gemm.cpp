@@ -133,7 +133,8 @@ bool reads_b_in_place(const StridedMatrix<T>& b) {
 // only costs, whatever its row stride).
 template <typename T>
 bool small_k_or_few_rows(const GemmProblem<T>& pb, const MicroKernel<T>& uk) {
-  return uk.rows && pb.b.col_stride == 1 && pb.k > 0 && (pb.k <= kRowPanelMaxK || pb.m <= uk.mr);
+  return uk.rows && pb.b.col_stride == 1 && pb.k > 0 &&
+         (pb.k <= kRowPanelMaxK || pb.m <= uk.mr);
 }
 
 // The row blocks [ib_begin, ib_end) of column block jb, in Goto's order: each K block of
