@@ -100,7 +100,19 @@ PYBIND11_MODULE(_C, m) {
         d["float32"] = dtype_blocking<float>();
         d["float64"] = dtype_blocking<double>();
         d["min_work_per_thread"] = cpu::kMinWorkPerThread;
+        d["row_panel_max_k"] = cpu::kRowPanelMaxK;
         return d;
       },
       "The GEMM block sizes of the active CPU ISA with the current cache sizes.");
+  m.def(
+      "cpu_gemm_path_counts",
+      [] {
+        const cpu::GemmPathCounts counts = cpu::gemm_path_counts();
+        pybind11::dict d;
+        d["dot"] = counts.dot;
+        d["packed"] = counts.packed;
+        d["row_panels"] = counts.row_panels;
+        return d;
+      },
+      "How many CPU GEMMs took each path (dot, packed, row_panels) since start-up.");
 }

@@ -16,7 +16,9 @@ def info() -> dict:
     the register tile (mr x nr) and the largest blocks (mc, kc, nc) of the packed and the
     dot-product GEMM paths on the active ISA and ``dot_max_rows`` (the largest batch whose
     forward takes the dot-product path); ``min_work_per_thread`` (multiply-adds below which
-    a GEMM stays on the calling thread)."""
+    a GEMM stays on the calling thread); ``row_panel_max_k`` (the K, e.g. the batch of
+    grad_w, up to which a GEMM with a row-major B reads it in place one row panel at a
+    time; grad_x takes that path too at up to ``mr`` rows)."""
     from . import __version__
     caches = _C.cpu_caches()
     return {

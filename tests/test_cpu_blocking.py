@@ -39,6 +39,7 @@ def test_info_reports_cpu_caches_and_blocking():
             assert b["mc"] >= 1 and b["nc"] >= b["nr"] and b["nc"] % b["nr"] == 0
         assert blocking[dtype]["dot_max_rows"] > 0
     assert blocking["min_work_per_thread"] > 0
+    assert blocking["row_panel_max_k"] >= 1
     out = subprocess.run([sys.executable, "-m", "fusedmlp.info"], capture_output=True,
                          text=True, check=True).stdout
     assert "cpu_caches" in out and "cpu_blocking" in out

@@ -30,6 +30,10 @@ BlockLimits dot_block_limits(const CacheSizes& caches, int dot_mr, int64_t elem_
 // which would be mostly padding) with K long enough to amortise the dot tiles' horizontal
 // reductions (NOTES.md).
 bool prefers_dot(int64_t m, int64_t n, int64_t k, int64_t dot_max_rows, int nr);
+// K up to which a GEMM with a row-major B takes the row-panel path (gemm.cpp,
+// MicroKernel::rows): grad_w = gᵀ · x of a batch of up to 16 rows, whose B (K rows of x)
+// every row panel reads whole (NOTES.md: equal to the packed tiles from ~16 rows on).
+constexpr int64_t kRowPanelMaxK = 16;
 // Multiply-adds per thread below which a GEMM does not use another thread (~5 us of work:
 // waking a worker costs more than it saves, and a descheduled one stalls the call).
 constexpr int64_t kMinWorkPerThread = 256 * 1024;

@@ -6,6 +6,9 @@
 //   one micro-panel stays in L1) -> jr (NR panels of B, or B itself when read in place)
 // The forward x · W^T with contiguous operands and a small batch (up to the ISA's
 // crossover) or a narrow W takes the dot-product kernel instead, which packs nothing.
+// Small K (grad_w of a small batch) or a single MR panel of A (grad_x of a small batch)
+// with a row-major B: the ir loop calls the row-panel kernel (MicroKernel::rows), which
+// reads B in place and covers all columns of the panel in one call.
 // Block sizes come from the detected caches (blocking.h). The K reduction of every output
 // element runs in one thread in a fixed order, so the result is bitwise identical for any
 // thread count.
@@ -14,6 +17,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <new>
@@ -73,6 +77,9 @@ T* scratch(int slot, int64_t count) {
   return buffers.get<T>(slot, count);
 }
 
+// GEMM calls per path since start-up (gemm_path_counts()).
+std::atomic<int64_t> dot_calls{0}, packed_calls{0}, row_panel_calls{0};
+
 struct Blocking {
   int64_t mc, nc, kc;  // block sizes (mc % MR == 0, nc % NR == 0)
   int64_t m_blocks, n_blocks;
@@ -118,32 +125,59 @@ bool reads_b_in_place(const StridedMatrix<T>& b) {
   return b.col_stride == 1 && row_bytes % 64 == 0 && (row_bytes / 64) % 2 == 1;
 }
 
+// Whether B is read in place as a whole by the row-panel kernel (MicroKernel::rows), one
+// call per MR-row panel of A, instead of NR-column panels (packed, or in place when
+// reads_b_in_place): B row-major, and either K small (grad_w at a small batch: B is K
+// rows of x, and a tile's work is a few rank-1 steps) or A a single panel (grad_x at a
+// small batch: with one panel nothing reuses B, so packing it, 4 MiB of W at 1024 x 1024,
+// only costs, whatever its row stride).
+template <typename T>
+bool small_k_or_few_rows(const GemmProblem<T>& pb, const MicroKernel<T>& uk) {
+  return uk.rows && pb.b.col_stride == 1 && pb.k > 0 &&
+         (pb.k <= kRowPanelMaxK || pb.m <= uk.mr);
+}
+
 // The row blocks [ib_begin, ib_end) of column block jb, in Goto's order: each K block of
 // B is packed once and used by all of them (it stays in L2), then every row block packs
 // its A block (or reads A in place) and runs the micro-kernel over it. Each element of C
-// still sums its K blocks in ascending order, whatever the run's extent.
+// still sums its K blocks in ascending order, whatever the run's extent. With
+// `whole_b_in_place` (small_k_or_few_rows) B is not packed into panels and each MR panel
+// of A takes one MicroKernel::rows call over all nc columns: the same FMAs per element.
 template <typename T>
 void run_packed(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocking& blk,
-                const T* bias_padded, int64_t jb, int64_t ib_begin, int64_t ib_end) {
+                const T* bias_padded, int64_t jb, int64_t ib_begin, int64_t ib_end,
+                bool whole_b_in_place) {
   const int64_t j0 = jb * blk.nc, nc = std::min(blk.nc, pb.n - j0);
   // A is read in place when it is K-contiguous and needs no mask or row sums (the forward
   // pass: x is row-major); otherwise it is packed into MR-row panels.
   const bool pack_a = pb.a.col_stride != 1 || pb.a_saved.data || pb.a_row_sums;
   T* a_packed = pack_a ? scratch<T>(0, blk.mc * blk.kc) : nullptr;
-  T* b_packed = scratch<T>(1, blk.kc * blk.nc);
   // Row sums of A are taken once per row: by the runs of the first column block.
   T* row_sums = jb == 0 ? pb.a_row_sums : nullptr;
   // Full NR-column panels of a row-major B are read in place; only the edge panel is
   // packed (zero padded).
   const bool b_in_place = reads_b_in_place(pb.b);
   const bool has_epilogue = pb.act != Activation::identity || pb.c_pre;
-  const int64_t nc_in_place = b_in_place ? nc / uk.nr * uk.nr : 0;
+  const int64_t nc_in_place = whole_b_in_place ? nc : b_in_place ? nc / uk.nr * uk.nr : 0;
+  // The row-panel kernel reads B where it is, unless several panels re-read a B whose
+  // rows share L1 sets (an even number of lines apart; grad_w at 16 x 1024 -> 1024 took
+  // 203 us in place, 190 copied, 187 packed): then each K block is copied once, its rows an
+  // odd number of lines apart (K <= 16 rows of x; the same values, so the same bits).
+  const bool copy_b = whole_b_in_place && !b_in_place && pb.m > uk.mr;
+  const int64_t lines = ceil_div(nc * static_cast<int64_t>(sizeof(T)), 64);
+  const int64_t ldb_copy = (lines % 2 == 1 ? lines : lines + 1) * 64 / sizeof(T);
+  T* b_packed = nc_in_place < nc ? scratch<T>(1, blk.kc * blk.nc)
+                : copy_b        ? scratch<T>(1, blk.kc * ldb_copy)
+                                : nullptr;
   int64_t p0 = 0;
   do {  // runs once when k == 0: C is then the epilogue of the bias alone
     const int64_t kc = std::min(blk.kc, pb.k - p0);
     const bool first = p0 == 0, last = p0 + kc >= pb.k;
     if (nc_in_place < nc)
       pack_b_block(pb.b, p0, kc, j0 + nc_in_place, nc - nc_in_place, uk, b_packed);
+    if (copy_b)
+      for (int64_t p = 0; p < kc; ++p)
+        std::copy_n(&pb.b.data[(p0 + p) * pb.b.row_stride + j0], nc, b_packed + p * ldb_copy);
     for (int64_t ib = ib_begin; ib < ib_end; ++ib) {
       const int64_t i0 = ib * blk.mc, mc = std::min(blk.mc, pb.m - i0);
       if (pack_a) pack_a_block(pb, i0, mc, p0, kc, uk, a_packed, row_sums, first);
@@ -151,14 +185,25 @@ void run_packed(const GemmProblem<T>& pb, const MicroKernel<T>& uk, const Blocki
         const T* a = pack_a ? a_packed + ir * kc : &pb.a.data[(i0 + ir) * pb.a.row_stride + p0];
         const int64_t a_row_stride = pack_a ? 1 : pb.a.row_stride;
         const int64_t a_k_stride = pack_a ? uk.mr : 1;
+        const int m_valid = static_cast<int>(std::min<int64_t>(uk.mr, mc - ir));
+        if (whole_b_in_place) {
+          T* c = pb.c + (i0 + ir) * pb.n + j0;
+          uk.rows(kc, a, a_row_stride, a_k_stride,
+                  copy_b ? b_packed : &pb.b.data[p0 * pb.b.row_stride + j0],
+                  copy_b ? ldb_copy : pb.b.row_stride, c, pb.n, m_valid, nc,
+                  bias_padded ? bias_padded + j0 : nullptr, !first);
+          // The epilogue on the finished panel, while it is in cache (as run_dot's).
+          if (last && has_epilogue)
+            uk.activate(c, pb.n, m_valid, static_cast<int>(nc), tile_epilogue(pb, i0 + ir, j0));
+          continue;
+        }
         for (int64_t jr = 0; jr < nc; jr += uk.nr) {
           const bool in_place = jr < nc_in_place;
           const TileEpilogue<T> epilogue = tile_epilogue(pb, i0 + ir, j0 + jr);
           const T* b = in_place ? &pb.b.data[p0 * pb.b.row_stride + j0 + jr]
                                 : b_packed + (jr - nc_in_place) * kc;
           uk.run(kc, a, a_row_stride, a_k_stride, b, in_place ? pb.b.row_stride : uk.nr,
-                 pb.c + (i0 + ir) * pb.n + j0 + jr, pb.n,
-                 static_cast<int>(std::min<int64_t>(uk.mr, mc - ir)),
+                 pb.c + (i0 + ir) * pb.n + j0 + jr, pb.n, m_valid,
                  static_cast<int>(std::min<int64_t>(uk.nr, nc - jr)),
                  bias_padded ? bias_padded + j0 + jr : nullptr, !first,
                  last && has_epilogue ? &epilogue : nullptr);
@@ -218,10 +263,13 @@ void gemm(const GemmProblem<T>& pb) {
   // the work (few rows of A per packed panel), up to a crossover that depends on the ISA's
   // kernel pair (AVX2: ~512 rows, AVX-512 on Zen 5: ~64; prefers_dot, NOTES.md).
   // Everything else (strided operands, the masked backward GEMMs) goes through packed
-  // panels.
+  // panels of A, and of B unless small_k_or_few_rows reads all of it in place.
   const bool dot = uk.dot && pb.a.col_stride == 1 && pb.b.row_stride == 1 &&
                    !pb.a_saved.data && !pb.a_row_sums &&
                    prefers_dot(pb.m, pb.n, pb.k, uk.dot_max_rows, uk.nr);
+  const bool whole_b_in_place = !dot && small_k_or_few_rows(pb, uk);
+  (dot ? dot_calls : whole_b_in_place ? row_panel_calls : packed_calls)
+      .fetch_add(1, std::memory_order_relaxed);
   // Threads only for work that outweighs waking them: a tiny GEMM (an MLP's 128 -> 10
   // layer) runs faster on the calling thread, and does not wait on a descheduled worker.
   const int64_t threads = std::clamp<int64_t>(pb.m * pb.n * pb.k / kMinWorkPerThread, 1,
@@ -251,7 +299,7 @@ void gemm(const GemmProblem<T>& pb) {
       if (dot) {
         run_dot(pb, uk, blk, bias_ptr, jb, ib_begin, ib_end);
       } else {
-        run_packed(pb, uk, blk, bias_ptr, jb, ib_begin, ib_end);
+        run_packed(pb, uk, blk, bias_ptr, jb, ib_begin, ib_end, whole_b_in_place);
       }
       t = run_end;
     }
@@ -262,6 +310,11 @@ void gemm(const GemmProblem<T>& pb) {
   } else {
     at::parallel_for(0, tasks, 1, run_tasks);
   }
+}
+
+GemmPathCounts gemm_path_counts() {
+  return {dot_calls.load(std::memory_order_relaxed), packed_calls.load(std::memory_order_relaxed),
+          row_panel_calls.load(std::memory_order_relaxed)};
 }
 
 double fma_peak_gflops() {

@@ -76,6 +76,14 @@ GemmProblem<T> typed_problem(const fusedmlp::GemmProblem& p) {
 template <typename T>
 void gemm(const GemmProblem<T>& problem);
 
+// How many GEMMs (of either dtype, m and n > 0) took each path since start-up: the
+// dot-product tiles, packed panels, or the row-panel kernel over B in place. For tests
+// and diagnostics (which kernel a shape gets); counted once per call, not per tile.
+struct GemmPathCounts {
+  int64_t dot, packed, row_panels;
+};
+GemmPathCounts gemm_path_counts();
+
 // The float32 FMA peak of this machine in GF/s, on the active ISA's vectors and all
 // at::get_num_threads() threads: the best of a few ~20 ms register-only runs. The
 // benchmark's ceilings and "% of FMA peak" columns are taken against it.

@@ -57,6 +57,14 @@ struct MicroKernel {
   void (*run)(int64_t kc, const T* a, int64_t a_row_stride, int64_t a_k_stride, const T* b,
               int64_t ldb, T* c, int64_t ldc, int m_valid, int n_valid, const T* bias,
               bool accumulate, const TileEpilogue<T>* epilogue);
+  // The same for a whole row panel: C[0:m_valid, 0:n] = init + A_panel · B, A as for
+  // `run`, B (kc x n) read in place at any row stride ldb (B(p, j) = b[p * ldb + j]), n
+  // any (the last vector masked: nothing past column n is read or written); bias: n
+  // values or null. No epilogue (the caller applies `activate` to the finished panel).
+  // Each element gets the same FMA sequence as from `run`, so the same bits.
+  void (*rows)(int64_t kc, const T* a, int64_t a_row_stride, int64_t a_k_stride, const T* b,
+               int64_t ldb, T* c, int64_t ldc, int m_valid, int64_t n, const T* bias,
+               bool accumulate);
   // Packing helper for B = W^T: transposes a tile x tile block,
   // dst[p * dst_ld + j] = src[j * src_ld + p]. Null (tile 0) where plain C++ does as well.
   int transpose_tile;

@@ -127,6 +127,96 @@ void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64
   store_tile<V, MR, NV>(c, ldc, m_valid, n_valid, acc);
 }
 
+// One R x NV-vector tile of the row-panel kernel below: the same init, FMA sequence
+// (K ascending) and single store per element as microkernel, with B read in place and,
+// when Partial (NV == 1 then), only the first `last` lanes of the vector loaded and stored.
+template <class V, int R, int NV, bool Partial>
+__attribute__((always_inline)) inline void row_tile(
+    int64_t kc, const typename V::T* const (&a_rows)[R], int64_t a_k_stride,
+    const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc, int last,
+    const typename V::T* bias, bool accumulate) {
+  static_assert(!Partial || NV == 1, "only a one-vector tile is partial");
+  constexpr int W = V::width;
+  using Reg = typename V::Reg;
+  const auto load = [&](const typename V::T* p) {
+    if constexpr (Partial) return V::load_partial(p, last);
+    else return V::load(p);
+  };
+  Reg acc[R][NV];
+  if (accumulate) {
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc[i][j] = load(c + i * ldc + j * W);
+  } else {
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      const Reg init = bias ? load(bias + j * W) : V::zero();
+#pragma GCC unroll 16
+      for (int i = 0; i < R; ++i) acc[i][j] = init;
+    }
+  }
+  for (int64_t p = 0; p < kc; ++p) {
+    Reg bv[NV];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) bv[j] = load(b + p * ldb + j * W);
+#pragma GCC unroll 16
+    for (int i = 0; i < R; ++i) {
+      const Reg av = V::broadcast(a_rows[i] + p * a_k_stride);
+#pragma GCC unroll 8
+      for (int j = 0; j < NV; ++j) acc[i][j] = V::fma(av, bv[j], acc[i][j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < R; ++i)
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; ++j) {
+      if constexpr (Partial) V::store_partial(c + i * ldc + j * W, acc[i][j], last);
+      else V::store(c + i * ldc + j * W, acc[i][j]);
+    }
+}
+
+// MicroKernel::rows: a whole row panel, C[0:m_valid, 0:n] = init + A_panel · B, with B
+// (kc x n, row stride ldb, any) read in place: the full NV-vector tiles, then one-vector
+// tiles, then the masked last vector (no edge panel to pack, nothing read past column n).
+// The small-K and few-row GEMMs (gemm.cpp) call it once per panel instead of once per
+// tile: at K = 1 (grad_w of one row) a tile is a single rank-1 step, and the per-call
+// prologue cost more than its FMAs. Exactly m_valid rows are computed, as in microkernel,
+// in tiles as wide as the registers of the TOP_MR x TOP_NV tile allow for that many rows
+// ((rows + 1) x nv <= (TOP_MR + 1) x TOP_NV: accumulators plus B vectors; at most 8
+// vectors): one row of grad_x at 1024 -> 1024 (W from L3) took 58 us with 8 FMA chains
+// and 8 lines of each W row per pass, 116 us with 2 (NOTES.md).
+template <class V, int MR, int NV, int TOP_MR = MR, int TOP_NV = NV>
+void row_panel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64_t a_k_stride,
+               const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc, int m_valid,
+               int64_t n, const typename V::T* bias, bool accumulate) {
+  if constexpr (MR > 1) {
+    if (m_valid < MR) {
+      constexpr int wide = (TOP_MR + 1) * TOP_NV / MR;  // for MR - 1 rows
+      constexpr int nv = wide > 8 ? 8 : wide < TOP_NV ? TOP_NV : wide;
+      return row_panel<V, MR - 1, nv, TOP_MR, TOP_NV>(kc, a, a_row_stride, a_k_stride, b, ldb,
+                                                      c, ldc, m_valid, n, bias, accumulate);
+    }
+  }
+  constexpr int W = V::width;
+  const typename V::T* a_rows[MR];
+#pragma GCC unroll 16
+  for (int i = 0; i < MR; ++i) a_rows[i] = a + i * a_row_stride;
+  const auto at = [&](int64_t j) { return bias ? bias + j : nullptr; };
+  int64_t j = 0;
+  for (; j + NV * W <= n; j += NV * W)
+    row_tile<V, MR, NV, false>(kc, a_rows, a_k_stride, b + j, ldb, c + j, ldc, W, at(j),
+                               accumulate);
+  if constexpr (NV > 1) {
+    for (; j + W <= n; j += W)
+      row_tile<V, MR, 1, false>(kc, a_rows, a_k_stride, b + j, ldb, c + j, ldc, W, at(j),
+                                accumulate);
+  }
+  if (j < n)
+    row_tile<V, MR, 1, true>(kc, a_rows, a_k_stride, b + j, ldb, c + j, ldc,
+                             static_cast<int>(n - j), at(j), accumulate);
+}
+
 // The dot-product micro-kernel: C tile = init + A · B^T for MR rows of A and
 // kDotNR rows of B, both read in place along K (the forward x · W^T with row-major x
 // and W: nothing is packed or transposed). Each accumulator holds V::width partial sums
@@ -270,9 +360,9 @@ double fma_probe(int64_t rounds) {
 template <class V, int MR, int NV, int DOT_MR>
 MicroKernel<typename V::T> make_microkernel() {
   static_assert(kDotNR == 4, "sum4 reduces four accumulators");
-  return {MR, NV * V::width, &microkernel<V, MR, NV>, 0, nullptr, nullptr, nullptr, DOT_MR,
-          &dot_microkernel<V, DOT_MR>, &activate_block<V>, &elementwise_grad<V>,
-          &fma_probe<V>};
+  return {MR, NV * V::width, &microkernel<V, MR, NV>, &row_panel<V, MR, NV>, 0, nullptr,
+          nullptr, nullptr, DOT_MR, &dot_microkernel<V, DOT_MR>, &activate_block<V>,
+          &elementwise_grad<V>, &fma_probe<V>};
 }
 
 // The run-time switch to an ISA's SIMD packers, which take the activation of the

@@ -574,6 +574,14 @@ std::vector<Case> cases() {
   // Rows 48 elements apart and 45 used: full panels of B read in place, the edge packed.
   all.push_back({"x_and_weight_rows_48_apart", 10, 45, 13, true, relu,
                  {X::rows_48_apart, W::rows_48_apart}});
+  // Small batches: grad_w (K = rows <= 16) and grad_x (rows <= MR) take the row-panel
+  // kernel over B read in place (MicroKernel::rows); rows on both sides of 16 and of every
+  // MR (4, 6, 8), in_features whose rows are an odd or even number of 64-byte lines apart
+  // (17, 129, 1024) and not a multiple of any vector width.
+  for (int64_t m : {1, 2, 3, 5, 8, 16, 17})
+    for (int64_t k : {1, 3, 17, 129, 1024})
+      all.push_back({"small_batch " + std::to_string(m) + "x" + std::to_string(k) + "x37", m,
+                     k, 37, m % 2 == 1, relu});
   // helpers.check_nan_inf_parity: NaN and +-Inf in x, weight, bias and grad_y.
   const std::vector<Special> specials = {
       {'x', 1, 3, kNaN}, {'x', 2, 0, kInf}, {'w', 4, 5, -kInf}, {'b', 0, 7, kNaN}, {'g', 0, 0, kNaN}};
@@ -608,6 +616,15 @@ std::vector<Case> cases() {
           {"x_and_weight_rows_48_apart", 10, 45, 13, true, act, {X::rows_48_apart, W::rows_48_apart}},
           {"nan_inf", 8, 12, 10, true, act, {}, specials},
           {"nan_inf x_transposed", 8, 12, 10, true, act, {X::transposed}, specials},
+          // The row-panel kernel: a one-row forward with W transposed (B = W^T row-major,
+          // the epilogue applied to the finished panel), K = 1 forwards past every ISA's
+          // dot-product rows (the small-K panels with bias and epilogue), small-batch
+          // backwards with grad_y transposed and with NaN/Inf.
+          {"1x129x20 weight_transposed", 1, 129, 20, true, act, {X::contiguous, W::transposed}},
+          {"600x1x13 bias", 600, 1, 13, true, act},
+          {"3x40x33 grad_y_transposed", 3, 40, 33, false, act,
+           {X::contiguous, W::contiguous, G::transposed}},
+          {"5x12x10 nan_inf", 5, 12, 10, true, act, {}, specials},
       };
       Case values{"value_grid", 2, 1, static_cast<int64_t>(grid.size()), false, act};
       values.x_values = {1.0, -1.0};
