@@ -345,7 +345,7 @@ def plot(path, layers):
         ax.bar([j + i * width for j in range(len(layers))], values, width, label=label)
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(layers))])
-    ax.set_xticklabels([r["shape"] for r in layers])
+    ax.set_xticklabels([r["shape"] for r in layers], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("speedup of fusedmlp (x)")
     ax.set_title("fusedmlp Linear+ReLU vs baselines (CPU)")
     ax.legend(fontsize=8)
