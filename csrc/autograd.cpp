@@ -2,7 +2,9 @@
 // Autograd dispatch key) so a call costs what one eager ATen op costs; autograd
 // registered from Python adds ~20 us per call, which loses to eager at the small shapes
 // of a classic MLP. The backward is the matching *_backward op: the one backward
-// implementation, which the Python autograd.Functions call too.
+// implementation, which the Python autograd.Functions call too. A layer's node is a
+// plain autograd Node like ATen's (LayerBackward); the rarer nodes (the backward ops'
+// own, for double backward, and the whole-MLP op's) are torch::autograd::Functions.
 //
 // What is saved besides x and weight is one tensor, as eager keeps: the output y
 // (relu, leaky_relu, sigmoid, tanh) or the pre-activation z (gelu, gelu_tanh, silu,
@@ -19,10 +21,16 @@
 #include <ATen/ops/zeros_like.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/library.h>
 
 #include <array>
+#include <memory>
+#include <mutex>
+#include <string>
 #include <tuple>
+#include <type_traits>
 
 #include "checks.h"
 #include "linear_ops.h"
@@ -33,6 +41,8 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using OptTensor = std::optional<at::Tensor>;
+
+const at::Tensor kNoTensor;  // an undefined tensor: the edge of a missing bias
 
 template <class Sig>
 c10::TypedOperatorHandle<Sig> find_op(const char* name) {
@@ -55,12 +65,11 @@ struct Call {
   }
 };
 
-// The call in two saved_data entries (each entry is a hash-map insert on every forward):
-// "call" = schema | activation << 8 | has_bias << 16, and "slope".
-void put(AutogradContext* ctx, const Call& call, bool has_bias = false) {
+// The call in two saved_data entries (each entry is a hash-map insert on every call):
+// "call" = schema | activation << 8, and "slope".
+void put(AutogradContext* ctx, const Call& call) {
   ctx->saved_data["call"] = static_cast<int64_t>(call.schema) |
-                            static_cast<int64_t>(call.act) << 8 |
-                            static_cast<int64_t>(has_bias) << 16;
+                            static_cast<int64_t>(call.act) << 8;
   ctx->saved_data["slope"] = call.slope;
 }
 Call get(AutogradContext* ctx) {
@@ -68,7 +77,6 @@ Call get(AutogradContext* ctx) {
   return {static_cast<Schema>(packed & 0xff), static_cast<Activation>(packed >> 8 & 0xff),
           ctx->saved_data["slope"].toDouble()};
 }
-bool get_has_bias(AutogradContext* ctx) { return ctx->saved_data["call"].toInt() >> 16 & 1; }
 
 // The ops, through the dispatcher (below Autograd when the caller says so).
 at::Tensor call_forward(const Call& call, const at::Tensor& x, const at::Tensor& weight,
@@ -143,48 +151,90 @@ Grads layer_backward(const Call& call, const at::Tensor& grad_y, const at::Tenso
   return {};
 }
 
-class LinearNode : public torch::autograd::Function<LinearNode> {
- public:
-  // Returns {y} or, when backward needs the pre-activation, {y, z}: z is an output so
-  // that a gradient reaching it (double backward of gelu, silu, ...) flows on into x,
-  // weight and bias.
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
-                               const at::Tensor& weight, const OptTensor& bias, Call call) {
-    at::Tensor y, pre;
-    {
-      // Function::apply does not step below the Autograd key: do it, or we re-enter here.
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      if (call.saved() == Saved::pre_activation) {
-        std::tie(y, pre) = call_forward_pre(call, x, weight, bias);
-      } else {
-        y = call_forward(call, x, weight, bias);
-      }
-    }
-    switch (call.saved()) {
-      case Saved::none: ctx->save_for_backward({x, weight}); break;
-      case Saved::output: ctx->save_for_backward({x, weight, y}); break;
-      case Saved::pre_activation: ctx->save_for_backward({x, weight, pre}); break;
-    }
-    put(ctx, call, bias.has_value() && bias->defined());
-    // An unused z must arrive as an undefined gradient, not zeros: the first-order
-    // backward then stays the fused one.
-    ctx->set_materialize_grads(false);
-    if (pre.defined()) return {y, pre};
-    return {y};
+// The graph's node pointer: std::shared_ptr<Node> up to torch 2.11 (the GPU machine's),
+// c10::intrusive_ptr<Node> in later releases. Everything below that depends on which is
+// a template on it, so only the branch for the torch we build against is compiled.
+using NodePtr = decltype(torch::autograd::Edge::function);
+constexpr bool kSharedPtrNodes = std::is_same_v<NodePtr, std::shared_ptr<torch::autograd::Node>>;
+
+template <class N>
+auto make_node() {
+  if constexpr (kSharedPtrNodes) {
+    // deleteNode frees a long chain of nodes without recursing (found by ADL on N).
+    return std::shared_ptr<N>(new N(), [](N* node) { deleteNode(node); });
+  } else {
+    return c10::make_intrusive<N>();
+  }
+}
+
+// An owning pointer to `node` (SavedVariable::unpack of a saved output asks for it).
+template <class P = NodePtr, class N>
+P self_ptr(N* node) {
+  if constexpr (kSharedPtrNodes) {
+    return node->shared_from_this();
+  } else {
+    return P::unsafe_reclaim_from_nonowning(node);
+  }
+}
+
+// The autograd node of one layer (linear_relu, linear, linear_act), built the way ATen's
+// generated nodes are rather than through torch::autograd::Function: that one keeps its
+// state in a string-keyed map and packs inputs and outputs into vectors on every call,
+// ~1.7 us per layer of forward + backward that a batch of 1 notices (benchmarks/NOTES.md).
+//
+// Saved: x, weight and one tensor, as eager keeps: the output y (relu, leaky_relu,
+// sigmoid, tanh) or the pre-activation z (gelu, gelu_tanh, silu, relu_squared). z is then
+// a second output of the node, so that a gradient reaching it (double backward of gelu,
+// silu, ...) flows on into x, weight and bias. Edges: x, weight, bias (an invalid edge
+// when there is none).
+struct LayerBackward : public torch::autograd::TraceableFunction {
+  Call call{Schema::linear, Activation::identity, 0.0};
+  torch::autograd::SavedVariable x_, weight_, saved_;
+
+  std::string name() const override { return "fusedmlp::LayerBackward"; }
+
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    x_.reset_data();
+    weight_.reset_data();
+    saved_.reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const Call call = get(ctx);
-    const bool has_bias = get_has_bias(ctx);
-    // Autograd edges exist for tensor inputs only: bias is edge 2 only when it was given.
-    const std::array<bool, 3> mask = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
-                                      has_bias && ctx->needs_input_grad(2)};
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor s = saved.size() > 2 ? saved[2] : at::Tensor();
+  variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const at::Tensor x = x_.unpack(), weight = weight_.unpack();
+    const at::Tensor s = saved_.unpack(self_ptr(this));
+    const std::array<bool, 3> mask = {task_should_compute_output(0),
+                                      task_should_compute_output(1),
+                                      task_should_compute_output(2)};
+    // An output that received no gradient arrives undefined (never as zeros), so an unused
+    // z leaves the first-order backward the fused one.
     const at::Tensor grad_z = grads.size() > 1 ? grads[1] : at::Tensor();
-    const auto [grad_x, grad_w, grad_b] =
-        layer_backward(call, grads[0], grad_z, saved[0], saved[1], s, mask);
-    return {grad_x, grad_w, grad_b, at::Tensor()};
+    const auto [grad_x, grad_w, grad_b] = layer_backward(call, grads[0], grad_z, x, weight, s, mask);
+    return {grad_x, grad_w, grad_b};
+  }
+
+  // Compiled autograd: what identifies this node's computation, and the saved tensors it
+  // swaps for its own while it traces apply().
+  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const override {
+    args.collect(x_, false);
+    args.collect(weight_, false);
+    args.collect(saved_, true);
+    args.collect(static_cast<int64_t>(call.schema));
+    args.collect(static_cast<int64_t>(call.act));
+    args.collect(call.slope);
+  }
+
+  variable_list apply_with_saved(const variable_list& inputs,
+                                 torch::dynamo::autograd::SwapSavedVariables& saved) override {
+    saved.before(x_);
+    saved.before(weight_);
+    saved.before(saved_);
+    variable_list result = apply(variable_list(inputs));
+    saved.after(x_);
+    saved.after(weight_);
+    saved.after(saved_);
+    return result;
   }
 };
 
@@ -313,7 +363,26 @@ at::Tensor forward_autograd(const char* op, const Call& call, const at::Tensor& 
     at::AutoDispatchBelowADInplaceOrView below_autograd;
     return call_forward(call, x, weight, bias);
   }
-  return LinearNode::apply(x, weight, bias, call)[0];
+  const at::Tensor& given_bias = bias.has_value() ? *bias : kNoTensor;
+  auto node = make_node<LayerBackward>();
+  node->call = call;
+  node->set_next_edges(torch::autograd::collect_next_edges(x, weight, given_bias));
+  at::Tensor y, pre;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;  // the CPU/CUDA kernel itself
+    if (call.saved() == Saved::pre_activation) {
+      std::tie(y, pre) = call_forward_pre(call, x, weight, bias);
+    } else {
+      y = call_forward(call, x, weight, bias);
+    }
+  }
+  torch::autograd::set_history(y, node);
+  if (pre.defined()) torch::autograd::set_history(pre, node);
+  node->x_ = torch::autograd::SavedVariable(x, false);
+  node->weight_ = torch::autograd::SavedVariable(weight, false);
+  if (call.saved() != Saved::none)
+    node->saved_ = torch::autograd::SavedVariable(pre.defined() ? pre : y, /*is_output=*/true);
+  return y;
 }
 
 // The whole MLP as one autograd node (fusedmlp::mlp): one forward call for every layer,
