@@ -210,6 +210,14 @@ struct LayerBackward : public torch::autograd::TraceableFunction {
     // An output that received no gradient arrives undefined (never as zeros), so an unused
     // z leaves the first-order backward the fused one.
     const at::Tensor grad_z = grads.size() > 1 ? grads[1] : at::Tensor();
+    if (c10::GradMode::is_enabled()) {  // create_graph: the backward ops record their nodes
+      const auto [grad_x, grad_w, grad_b] =
+          layer_backward(call, grads[0], grad_z, x, weight, s, mask);
+      return {grad_x, grad_w, grad_b};
+    }
+    // A plain backward: straight to the kernels (the backward ops' Autograd kernels would
+    // find nothing to record).
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
     const auto [grad_x, grad_w, grad_b] = layer_backward(call, grads[0], grad_z, x, weight, s, mask);
     return {grad_x, grad_w, grad_b};
   }
