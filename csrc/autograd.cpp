@@ -394,26 +394,21 @@ at::Tensor forward_autograd(const char* op, const Call& call, const at::Tensor& 
 }
 
 // The whole MLP as one autograd node (fusedmlp::mlp): one forward call for every layer,
-// and one backward call (mlp_backward) that walks the layers in reverse.
+// and one backward call (mlp_backward) that walks the layers in reverse. A plain Node, as
+// LayerBackward.
 //
 // Saved, as per-layer autograd would keep them: x, the weights, each hidden output (the
 // next layer's input, and the saved output of an activation that differentiates from y),
 // the pre-activations that gelu, silu, ... differentiate from, and y when the last
 // activation differentiates from it. The hidden outputs and pre-activations are outputs of
-// the node too, so that gradients reaching them in a double backward flow on into x, the
-// weights and biases.
+// the node too (after y, in that order), so that gradients reaching them in a double
+// backward flow on into x, the weights and biases. Edges: x, each weight, each bias (an
+// invalid edge where a layer has none).
 //
 // Double backward: mlp_backward is not differentiable itself. When the backward runs with
 // create_graph=True (or a gradient reaches a hidden output or pre-activation, which only
 // a double backward does), it is the per-layer composition instead: each layer through
-// layer_backward, i.e. the differentiable backward ops of LinearNode.
-struct MlpArgs {
-  std::vector<std::string> activations;
-  std::vector<double> slopes;
-  std::vector<MlpLayer> layers;
-  std::vector<bool> has_bias;  // per layer; the node's bias inputs are the given ones only
-};
-
+// layer_backward, i.e. the differentiable backward ops.
 using MlpSig = MlpOutputs(const at::Tensor&, at::TensorList,
                           const c10::List<std::optional<at::Tensor>>&,
                           c10::ArrayRef<std::string>, c10::ArrayRef<double>);
@@ -422,102 +417,51 @@ using MlpBackwardSig = MlpGrads(const at::Tensor&, const at::Tensor&, at::Tensor
                                 c10::ArrayRef<std::string>, c10::ArrayRef<double>,
                                 const c10::List<bool>&);
 
-MlpOutputs call_mlp(const at::Tensor& x, at::TensorList weights,
-                    const c10::List<std::optional<at::Tensor>>& biases, const MlpArgs& args) {
-  static const auto op = find_op<MlpSig>("fusedmlp::mlp");
-  return op.call(x, weights, biases, args.activations, args.slopes);
-}
+struct MlpBackward : public torch::autograd::TraceableFunction {
+  std::vector<MlpLayer> layers;
+  std::vector<std::string> activations;  // the names the ops' schemas take
+  std::vector<double> slopes;
+  torch::autograd::SavedVariable x_, y_;  // y_: only when the last activation reads y
+  std::vector<torch::autograd::SavedVariable> weights_, hidden_, pre_;
 
-class MlpNode : public torch::autograd::Function<MlpNode> {
- public:
-  // Returns {y, hidden..., pre...}; biases: the given ones only (args.has_bias says whose).
-  static variable_list forward(AutogradContext* ctx, const at::Tensor& x,
-                               at::TensorList weights, at::TensorList biases,
-                               const MlpArgs& args) {
-    const size_t count = weights.size();
-    c10::List<std::optional<at::Tensor>> bias_list;
-    for (size_t l = 0, next = 0; l < count; ++l)
-      bias_list.push_back(args.has_bias[l] ? std::optional<at::Tensor>(biases[next++])
-                                           : std::nullopt);
-    MlpOutputs out;
-    {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      out = call_mlp(x, weights, bias_list, args);
-    }
-    auto& [y, hidden, pre] = out;
-    const bool keep_y = args.layers.back().saved() == Saved::output;
-    variable_list saved{x};
-    saved.insert(saved.end(), weights.begin(), weights.end());
-    saved.insert(saved.end(), hidden.begin(), hidden.end());
-    saved.insert(saved.end(), pre.begin(), pre.end());
-    if (keep_y) saved.push_back(y);
-    ctx->save_for_backward(saved);
-    // Two plain lists (strings or bool lists in saved_data cost an allocation each, per
-    // call): "layers" = [count, pre_count, keep_y, activation of each layer (activation.h's
-    // enum), has_bias of each layer], "slopes" = the negative slopes.
-    std::vector<int64_t> layers{static_cast<int64_t>(count), static_cast<int64_t>(pre.size()),
-                                keep_y};
-    for (const MlpLayer& layer : args.layers) layers.push_back(static_cast<int64_t>(layer.act));
-    for (bool given : args.has_bias) layers.push_back(given);
-    ctx->saved_data["layers"] = std::move(layers);
-    ctx->saved_data["slopes"] = args.slopes;
-    ctx->set_materialize_grads(false);
-    variable_list outputs{y};
-    outputs.insert(outputs.end(), hidden.begin(), hidden.end());
-    outputs.insert(outputs.end(), pre.begin(), pre.end());
-    return outputs;
+  std::string name() const override { return "fusedmlp::MlpBackward"; }
+
+  void release_variables() override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    x_.reset_data();
+    y_.reset_data();
+    for (auto* list : {&weights_, &hidden_, &pre_})
+      for (torch::autograd::SavedVariable& v : *list) v.reset_data();
   }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const c10::List<int64_t> packed = ctx->saved_data["layers"].toIntList();
-    const size_t count = packed.get(0), pre_count = packed.get(1);
-    const bool keep_y = packed.get(2);
-    const c10::List<double> slope_list = ctx->saved_data["slopes"].toDoubleList();
-    std::vector<MlpLayer> layers;
-    std::vector<std::string> activations;  // the names mlp_backward's schema takes
-    std::vector<double> slopes;
-    std::vector<bool> has_bias;
-    for (size_t l = 0; l < count; ++l) {
-      layers.push_back({static_cast<Activation>(packed.get(3 + l)), slope_list.get(l)});
-      activations.emplace_back(activation_name(layers.back().act));
-      slopes.push_back(layers.back().slope);
-      has_bias.push_back(packed.get(3 + count + l));
-    }
-    const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor& x = saved[0];
-    const at::TensorList weights(saved.data() + 1, count);
-    const at::TensorList hidden(saved.data() + 1 + count, count - 1);
-    const at::TensorList pre(saved.data() + 2 * count, pre_count);
-    const at::Tensor y = keep_y ? saved.back() : at::Tensor();
+  variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const size_t count = layers.size();
+    const auto self = self_ptr(this);
+    const at::Tensor x = x_.unpack();
+    const at::Tensor y = y_.unpack(self);
+    std::vector<at::Tensor> weights, hidden, pre;
+    for (const auto& v : weights_) weights.push_back(v.unpack());
+    for (const auto& v : hidden_) hidden.push_back(v.unpack(self));
+    for (const auto& v : pre_) pre.push_back(v.unpack(self));
 
-    // Edges: x, each weight, then the given biases; the args slot gets no gradient.
-    c10::List<bool> mask;
-    mask.push_back(ctx->needs_input_grad(0));
-    for (size_t l = 0; l < count; ++l) mask.push_back(ctx->needs_input_grad(1 + l));
-    size_t bias_count = 0;
-    for (size_t l = 0; l < count; ++l)
-      mask.push_back(has_bias[l] && ctx->needs_input_grad(1 + count + bias_count++));
-    variable_list result(1 + count + bias_count + 1);
+    c10::List<bool> mask;  // grad_x, each weight's, each bias's (edges in that order)
+    for (size_t i = 0; i < 1 + 2 * count; ++i) mask.push_back(task_should_compute_output(i));
+    variable_list result(1 + 2 * count);
 
     bool only_grad_y = true;
     for (size_t i = 1; i < grads.size(); ++i) only_grad_y = only_grad_y && !grads[i].defined();
     if (only_grad_y && !c10::GradMode::is_enabled()) {
       if (!grads[0].defined()) return result;
       static const auto op = find_op<MlpBackwardSig>("fusedmlp::mlp_backward");
-      MlpGrads computed;
-      {
-        at::AutoDispatchBelowADInplaceOrView below_autograd;
-        computed = op.call(grads[0], x, weights, y.defined() ? OptTensor(y) : std::nullopt,
-                           hidden, pre, activations, slopes, mask);
-      }
-      const auto& [grad_x, grad_w, grad_b] = computed;
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      const auto [grad_x, grad_w, grad_b] =
+          op.call(grads[0], x, weights, y.defined() ? OptTensor(y) : std::nullopt, hidden, pre,
+                  activations, slopes, mask);
       result[0] = grad_x;
-      for (size_t l = 0, w = 0, b = 0, edge = 0; l < count; ++l) {
+      for (size_t l = 0, w = 0, b = 0; l < count; ++l) {
         if (mask[1 + l]) result[1 + l] = grad_w[w++];
-        if (has_bias[l]) {
-          if (mask[1 + count + l]) result[1 + count + edge] = grad_b[b++];
-          ++edge;
-        }
+        if (mask[1 + count + l]) result[1 + count + l] = grad_b[b++];
       }
       return result;
     }
@@ -526,8 +470,6 @@ class MlpNode : public torch::autograd::Function<MlpNode> {
     std::vector<at::Tensor> grad_pre(count);
     for (size_t l = 0, p = 0; l < count; ++l)
       if (layers[l].saved() == Saved::pre_activation) grad_pre[l] = grads[count + p++];
-    std::vector<size_t> bias_edge(count);
-    for (size_t l = 0, edge = 0; l < count; ++l) bias_edge[l] = has_bias[l] ? edge++ : 0;
     at::Tensor grad = grads[0];
     for (size_t l = count; l-- > 0;) {
       const at::Tensor s = mlp_saved(layers, l, y, hidden, pre);
@@ -537,7 +479,7 @@ class MlpNode : public torch::autograd::Function<MlpNode> {
           layer_backward(Call::for_act(layers[l].act, layers[l].slope), grad, grad_pre[l],
                          l == 0 ? x : hidden[l - 1], weights[l], s, layer_mask);
       result[1 + l] = grad_w;
-      if (has_bias[l]) result[1 + count + bias_edge[l]] = grad_b;
+      result[1 + count + l] = grad_b;
       if (l == 0) {
         result[0] = grad_in;
       } else {
@@ -550,6 +492,32 @@ class MlpNode : public torch::autograd::Function<MlpNode> {
     }
     return result;
   }
+
+  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const override {
+    args.collect(x_, false);
+    args.collect(y_, true);
+    args.collect(weights_, false);
+    args.collect(hidden_, true);
+    args.collect(pre_, true);
+    args.collect(activations);
+    args.collect(slopes);
+  }
+
+  variable_list apply_with_saved(const variable_list& inputs,
+                                 torch::dynamo::autograd::SwapSavedVariables& saved) override {
+    saved.before(x_);
+    saved.before(y_);
+    saved.before(weights_);
+    saved.before(hidden_);
+    saved.before(pre_);
+    variable_list result = apply(variable_list(inputs));
+    saved.after(x_);
+    saved.after(y_);
+    saved.after(weights_);
+    saved.after(hidden_);
+    saved.after(pre_);
+    return result;
+  }
 };
 
 MlpOutputs mlp_autograd(const at::Tensor& x, at::TensorList weights,
@@ -558,27 +526,41 @@ MlpOutputs mlp_autograd(const at::Tensor& x, at::TensorList weights,
                         c10::ArrayRef<double> negative_slopes) {
   const char* op = "fusedmlp.mlp";
   check_mlp_args(op, x, weights, biases);
-  MlpArgs args{activations.vec(), negative_slopes.vec(),
-               parse_mlp_layers(op, weights.size(), activations, negative_slopes), {}};
-  std::vector<at::Tensor> given_biases;
+  std::vector<MlpLayer> layers = parse_mlp_layers(op, weights.size(), activations, negative_slopes);
+  std::vector<at::Tensor> bias_edges;  // every layer's bias, undefined where it has none
   bool any = x.requires_grad();
   for (const at::Tensor& w : weights) any = any || w.requires_grad();
   for (size_t l = 0; l < weights.size(); ++l) {
     const std::optional<at::Tensor> b = biases.get(l);
-    args.has_bias.push_back(b.has_value() && b->defined());
-    if (args.has_bias.back()) {
-      given_biases.push_back(*b);
-      any = any || b->requires_grad();
-    }
+    bias_edges.push_back(b.has_value() ? *b : at::Tensor());
+    any = any || (bias_edges.back().defined() && bias_edges.back().requires_grad());
   }
+  static const auto mlp_op = find_op<MlpSig>("fusedmlp::mlp");
   if (!c10::GradMode::is_enabled() || !any) {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return call_mlp(x, weights, biases, args);
+    return mlp_op.call(x, weights, biases, activations, negative_slopes);
   }
-  const variable_list out = MlpNode::apply(x, weights, at::TensorList(given_biases), args);
-  const size_t count = weights.size();
-  return {out[0], std::vector<at::Tensor>(out.begin() + 1, out.begin() + count),
-          std::vector<at::Tensor>(out.begin() + count, out.end())};
+  auto node = make_node<MlpBackward>();
+  node->set_next_edges(torch::autograd::collect_next_edges(x, weights, bias_edges));
+  MlpOutputs out;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    out = mlp_op.call(x, weights, biases, activations, negative_slopes);
+  }
+  auto& [y, hidden, pre] = out;
+  torch::autograd::set_history(y, node);  // outputs: y, hidden..., pre...
+  for (const at::Tensor& t : hidden) torch::autograd::set_history(t, node);
+  for (const at::Tensor& t : pre) torch::autograd::set_history(t, node);
+  node->x_ = torch::autograd::SavedVariable(x, false);
+  for (const at::Tensor& w : weights) node->weights_.emplace_back(w, false);
+  for (const at::Tensor& t : hidden) node->hidden_.emplace_back(t, true);
+  for (const at::Tensor& t : pre) node->pre_.emplace_back(t, true);
+  if (layers.back().saved() == Saved::output)
+    node->y_ = torch::autograd::SavedVariable(y, true);
+  node->activations = activations.vec();
+  node->slopes = negative_slopes.vec();
+  node->layers = std::move(layers);
+  return out;
 }
 
 }  // namespace

@@ -133,3 +133,57 @@ def test_anomaly_mode_names_the_node():
         grad = torch.full_like(y, float("nan"))
         with pytest.raises(RuntimeError, match="LayerBackward"):
             y.backward(grad)
+
+
+def mlp_parameters(bias, dtype=torch.float64):
+    torch.manual_seed(0)
+    sizes = [16, 12, 8, 4]
+    weights = [torch.randn(o, i, dtype=dtype, requires_grad=True)
+               for i, o in zip(sizes, sizes[1:])]
+    biases = [torch.randn(o, dtype=dtype, requires_grad=True) if bias else None
+              for o in sizes[1:]]
+    return weights, biases
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_mlp_node_edges_and_compiled_autograd(activation, bias):
+    weights, biases = mlp_parameters(bias)
+    x = inputs()
+    y = fusedmlp.mlp(x, weights, biases, activation=activation)
+    assert y.grad_fn.name() == "fusedmlp::MlpBackward"
+    # x, each weight, each bias (an empty edge where a layer has none)
+    edges = y.grad_fn.next_functions
+    assert len(edges) == 1 + 2 * len(weights)
+    assert edges[0][0].variable is x
+    for edge, b in zip(edges[1 + len(weights):], biases):
+        assert (edge == (None, 0)) if b is None else (edge[0].variable is b)
+    params = [x] + weights + [b for b in biases if b is not None]
+    expected = torch.autograd.grad(y.square().sum(), params)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    with compiled_autograd._enable(torch.compile(backend=backend, fullgraph=True)):
+        fusedmlp.mlp(x, weights, biases, activation=activation).square().sum().backward()
+    for p, want in zip(params, expected):
+        torch.testing.assert_close(p.grad, want)
+    assert "fusedmlp" in "\n".join(gm.code for gm in graphs)
+
+
+def test_mlp_node_saved_tensors_are_checked_and_freed():
+    weights, biases = mlp_parameters(True)
+    x = inputs()
+    y = fusedmlp.mlp(x, weights, biases, activation="relu")
+    y.sum().backward(retain_graph=True)
+    y.sum().backward()
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"):
+        y.sum().backward()
+    y = fusedmlp.mlp(x, weights, biases, activation="relu")
+    with torch.no_grad():
+        weights[1].add_(1.0)  # saved by the node: backward must refuse
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.sum().backward()
