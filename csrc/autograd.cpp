@@ -2,9 +2,9 @@
 // Autograd dispatch key) so a call costs what one eager ATen op costs; autograd
 // registered from Python adds ~20 us per call, which loses to eager at the small shapes
 // of a classic MLP. The backward is the matching *_backward op: the one backward
-// implementation, which the Python autograd.Functions call too. A layer's node is a
-// plain autograd Node like ATen's (LayerBackward); the rarer nodes (the backward ops'
-// own, for double backward, and the whole-MLP op's) are torch::autograd::Functions.
+// implementation, which the Python autograd.Functions call too. A layer's node and the
+// whole-MLP op's are plain autograd Nodes like ATen's (LayerBackward, MlpBackward); the
+// backward ops' own node (double backward only) is a torch::autograd::Function.
 //
 // What is saved besides x and weight is one tensor, as eager keeps: the output y
 // (relu, leaky_relu, sigmoid, tanh) or the pre-activation z (gelu, gelu_tanh, silu,
