@@ -11,7 +11,7 @@ given as speedup ratios baseline_time / fused_time (> 1: fusedmlp is faster):
      no autograd), forward (no grad) and forward+backward (x, weight, bias all need grads).
   3. The seed's training step: 784->128->ReLU->10, CrossEntropyLoss, SGD(lr=0.01), batch 64,
      eager vs fusedmlp.fuse(model, plain_linear=True) (fc1+ReLU on FusedLinearReLU, fc2 on
-     FusedLinear; forward runs the fc1 -> fc2 chain as one fusedmlp.mlp op) vs fuse(model)
+     FusedLinear, one by one: fuse() runs chains of 3+ layers as one op) vs fuse(model)
      (fc2 stays nn.Linear) vs torch.compile(model).
   4. The same step at batch 1 and 64 with the network as fusedmlp.FusedMLP: the whole-MLP
      op (one op and one autograd node for both layers) vs its layers one by one vs eager.

@@ -90,7 +90,7 @@ def test_relu_call_in_forward_stays_and_the_model_keeps_its_class(relu_style, ml
     that are already >= 0, which changes neither outputs nor gradients. With mlp=True the
     call is part of the fc1 -> fc2 chain's op (tests/test_fuse_mlp.py)."""
     model = ClassicNet(relu_style)
-    fused = fusedmlp.fuse(model, mlp=mlp)
+    fused = fusedmlp.fuse(model, mlp=mlp, mlp_min_layers=2)
     assert type(fused) is ClassicNet and fused.relu_style == relu_style
     assert fused_layer_names(fused) == ["fc1"] and linear_names(fused) == ["fc2"]
     report = fused.fuse_report

@@ -1,9 +1,10 @@
-"""fusedmlp.fuse(model) running chains Linear -> act -> Linear -> ... -> Linear as one
+"""fuse(model) running chains Linear -> act -> Linear -> ... -> Linear as one
 fusedmlp::mlp op (mlp=True, the default): one op each way, the unfused model's outputs and
 gradients (first and second order), the same model (class, state_dict, module paths),
 what must not become a chain, and what a user does with the model afterwards (deepcopy,
 pickle, compile, export, hooks, replaced modules)."""
 import copy
+from functools import partial
 
 import pytest
 import torch
@@ -19,6 +20,9 @@ from fusedmlp._fuse_chains import ChainedForward
 from fusedmlp.train import ClassicNet
 from helpers import (FlattenThenHead, OpLog, assert_same_function, assert_same_state_dict,
                      assert_same_structure)
+
+# The chain tests take every chain (the seed's has 2 layers; fuse() takes 3 by default).
+fuse = partial(fusedmlp.fuse, mlp_min_layers=2)
 
 FP64 = dict(rtol=1e-12, atol=1e-12)
 
@@ -77,7 +81,7 @@ def test_chain_runs_as_one_op_with_the_same_values_and_gradients(name, plain_lin
     build, shape, chain = MODELS[name]
     torch.manual_seed(0)
     model = build()
-    fused = fusedmlp.fuse(model, plain_linear=plain_linear)
+    fused = fuse(model, plain_linear=plain_linear)
     report = fused.fuse_report
     assert report.mlp_chains == [chain] and report.route == "in place"
     assert f"one fusedmlp.mlp op each (while their modules stay as they are): " \
@@ -101,7 +105,7 @@ def test_gradcheck_and_gradgradcheck_of_the_fused_model(name):
     input and all its parameters, in float64, through the one op."""
     build, shape = SMALL_MODELS[name]
     torch.manual_seed(3)
-    fused = fusedmlp.fuse(build().double())
+    fused = fuse(build().double())
     assert len(fused.fuse_report.mlp_chains) == 1
     names = [n for n, _ in fused.named_parameters()]
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
@@ -121,7 +125,7 @@ def test_double_backward_equals_the_unfused_model():
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(6, 5), nn.GELU(), nn.Linear(5, 4), nn.Tanh(),
                           nn.Linear(4, 2)).double()
-    fused = fusedmlp.fuse(model)
+    fused = fuse(model)
     assert fused.fuse_report.mlp_chains == [["0", "2", "4"]]
     x = torch.randn(7, 6, dtype=torch.float64)
     results = []
@@ -136,7 +140,7 @@ def test_double_backward_equals_the_unfused_model():
 
 def test_opt_out_keeps_per_layer_fusing():
     model = SeedNet()
-    fused = fusedmlp.fuse(model, mlp=False)
+    fused = fuse(model, mlp=False)
     assert "forward" not in fused.__dict__ and fused.fuse_report.mlp_chains == []
     assert type(fused.fc1) is FusedLinearReLU and type(fused.fc2) is nn.Linear
     assert "fusedmlp.mlp" not in str(fused.fuse_report)
@@ -201,7 +205,7 @@ def hooked_sequential():
 def test_no_chain(build, fused_layers):
     torch.manual_seed(1)
     model = build()
-    fused = fusedmlp.fuse(model)
+    fused = fuse(model)
     report = fused.fuse_report
     assert report.mlp_chains == [] and "forward" not in fused.__dict__
     assert report.fused == fused_layers
@@ -219,7 +223,7 @@ def test_untraceable_model_gets_its_sequential_head_chained():
 
     model = FlattenThenHead()
     with pytest.warns(UserWarning, match="could not trace"):
-        fused = fusedmlp.fuse(model, plain_linear=True)
+        fused = fuse(model, plain_linear=True)
     assert fused.fuse_report.mlp_chains == [["head.0", "head.3"]]
     assert "forward" in fused.head.__dict__ and "forward" not in fused.__dict__
     x = torch.randn(3, 4, 4)
@@ -231,7 +235,7 @@ def test_untraceable_model_gets_its_sequential_head_chained():
 
 def test_deepcopy_runs_on_the_copys_modules():
     torch.manual_seed(0)
-    fused = fusedmlp.fuse(SeedNet())
+    fused = fuse(SeedNet())
     other = copy.deepcopy(fused)
     assert other.forward.module is other and other.fc1 is not fused.fc1
     with torch.no_grad():
@@ -245,7 +249,7 @@ def test_deepcopy_runs_on_the_copys_modules():
 
 def test_pickle_round_trip(tmp_path):
     torch.manual_seed(0)
-    fused = fusedmlp.fuse(torchvision.ops.MLP(10, [9, 3]))
+    fused = fuse(torchvision.ops.MLP(10, [9, 3]))
     torch.save(fused, tmp_path / "model.pt")
     loaded = torch.load(tmp_path / "model.pt", weights_only=False)
     assert type(loaded) is torchvision.ops.MLP and loaded.forward.module is loaded
@@ -257,7 +261,7 @@ def test_pickle_round_trip(tmp_path):
 
 
 def test_train_and_eval_keep_the_op():
-    fused = fusedmlp.fuse(Mlp(6, 5, 3))
+    fused = fuse(Mlp(6, 5, 3))
     x = torch.randn(2, 6)
     for mode in (False, True):
         fused.train(mode)
@@ -279,7 +283,7 @@ def test_compile_fullgraph_one_op_equal_to_eager():
 
     torch.manual_seed(0)
     model = SeedNet()
-    fused = fusedmlp.fuse(model, plain_linear=True)
+    fused = fuse(model, plain_linear=True)
     compiled = torch.compile(fused, fullgraph=True, backend=backend)
     x = torch.randn(6, 1, 28, 28)
     assert_same_function(model, compiled, x)
@@ -295,7 +299,7 @@ def test_export_sees_the_op(strict):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(10, 9), nn.ReLU(), nn.Linear(9, 8), nn.GELU(),
                           nn.Linear(8, 3))
-    fused = fusedmlp.fuse(model)
+    fused = fuse(model)
     x = torch.randn(5, 10)
     program = torch.export.export(fused, (x,), strict=strict)
     targets = [str(n.target) for n in program.graph.nodes if n.op == "call_function"]
@@ -308,7 +312,7 @@ def test_export_sees_the_op(strict):
 def test_hooks_added_after_fuse_fire():
     torch.manual_seed(0)
     model = SeedNet()
-    fused = fusedmlp.fuse(model)
+    fused = fuse(model)
     x = torch.randn(2, 1, 28, 28)
     seen = []
     handle = fused.fc1.register_forward_hook(lambda m, i, o: seen.append(o))
@@ -329,13 +333,13 @@ def test_hooks_added_after_fuse_fire():
 
 def test_modules_replaced_or_appended_after_fuse_are_honoured():
     torch.manual_seed(0)
-    fused = fusedmlp.fuse(SeedNet())
+    fused = fuse(SeedNet())
     x = torch.randn(2, 1, 28, 28)
     fused.fc1 = nn.Linear(784, 128)  # a new layer: the class forward runs it
     assert "mlp" not in ops_run(fused, x)
     torch.testing.assert_close(fused(x), fused.fc2(F.relu(fused.fc1(x.flatten(1)))))
 
-    seq = fusedmlp.fuse(nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)))
+    seq = fuse(nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3)))
     seq.append(nn.Linear(3, 2))
     assert seq(torch.randn(2, 4)).shape == (2, 2)
     seq[1] = nn.Tanh()
@@ -345,7 +349,7 @@ def test_modules_replaced_or_appended_after_fuse_are_honoured():
 
 def test_dropout_given_p_after_fuse_is_honoured():
     torch.manual_seed(0)
-    fused = fusedmlp.fuse(Mlp(6, 5, 3))
+    fused = fuse(Mlp(6, 5, 3))
     x = torch.randn(2, 6)
     fused.drop1.p = 0.5
     assert "mlp" not in ops_run(fused, x)
@@ -370,7 +374,7 @@ def test_graph_route_runs_the_chain_and_keeps_it_through_deepcopy(tmp_path):
     from its code and drops an instance forward): the same function."""
     torch.manual_seed(0)
     model = GeluCall()
-    fused = fusedmlp.fuse(model)
+    fused = fuse(model)
     assert fused.fuse_report.route == "graph"
     assert fused.fuse_report.mlp_chains == [["fc1", "fc2"]]
     x = torch.randn(3, 8)
@@ -387,7 +391,7 @@ def test_graph_route_runs_the_chain_and_keeps_it_through_deepcopy(tmp_path):
 def test_parametrized_layer_after_fuse_runs_per_layer():
     """torch.nn.utils.parametrize gives the layer a new class (its weight computed)."""
     torch.manual_seed(0)
-    fused = fusedmlp.fuse(SeedNet())
+    fused = fuse(SeedNet())
 
     class Doubled(nn.Module):
         def forward(self, weight):
@@ -419,7 +423,7 @@ def test_chains_inside_blocks_compile_and_export():
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = nn.Sequential(Block(), Block())
-    fused = fusedmlp.fuse(model)
+    fused = fuse(model)
     assert fused.fuse_report.mlp_chains == [["0.mlp.fc1", "0.mlp.fc2"],
                                             ["1.mlp.fc1", "1.mlp.fc2"]]
     assert "forward" in fused[0].mlp.__dict__ and "forward" not in fused.__dict__
@@ -456,7 +460,7 @@ def test_untraceable_model_with_nested_sequentials_reports_each_chain_once():
     torch.manual_seed(0)
     model = FlattenThenNested()
     with pytest.warns(UserWarning, match="could not trace"):
-        fused = fusedmlp.fuse(model)
+        fused = fuse(model)
     assert fused.fuse_report.mlp_chains == [["head.0", "head.2.0", "head.2.2"]]
     assert "forward" not in fused.head[2].__dict__
     x = torch.randn(3, 2, 3)
@@ -474,10 +478,37 @@ def test_untraceable_model_with_nested_sequentials_reports_each_chain_once():
 def test_fusing_a_fused_model_again_finds_the_same_chains(build, chains, shape):
     torch.manual_seed(0)
     model = build()
-    once = fusedmlp.fuse(model)
-    fused = fusedmlp.fuse(once)
+    once = fuse(model)
+    fused = fuse(once)
     assert fused.fuse_report.mlp_chains == chains == once.fuse_report.mlp_chains
     x = torch.randn(shape)
     assert ops_run(fused, x) == ["mlp"] * len(chains)
     torch.testing.assert_close(fused(input=x) if isinstance(model, nn.Sequential)
                                else fused(x=x), model(x))  # by keyword too
+
+
+def test_default_takes_chains_of_three_layers_or_more():
+    """fuse()'s default mlp_min_layers=3: a 2-layer chain (the seed's Net) stays layer by
+    layer, where that measured faster, and is reported; a 3-layer chain runs as one op."""
+    seed = fusedmlp.fuse(ClassicNet())
+    report = seed.fuse_report
+    assert report.mlp_chains == [] and report.mlp_short == [["fc1", "fc2"]]
+    assert "shorter than mlp_min_layers" in str(report) and "fc1 -> fc2" in str(report)
+    assert "forward" not in seed.__dict__
+    x = torch.randn(3, 1, 28, 28)
+    assert "mlp" not in ops_run(seed, x)
+    torch.manual_seed(0)
+    three = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4), nn.ReLU(),
+                          nn.Linear(4, 3))
+    fused = fusedmlp.fuse(three)
+    assert fused.fuse_report.mlp_chains == [["0", "2", "4"]]
+    assert fused.fuse_report.mlp_short == []
+    assert ops_run(fused, torch.randn(2, 6)) == ["mlp"]
+    assert_same_function(three, fused, torch.randn(2, 6))
+    assert fusedmlp.fuse(three, mlp_min_layers=4).fuse_report.mlp_short == [["0", "2", "4"]]
+
+
+@pytest.mark.parametrize("bad", [1, 0, 2.0, True, "3"])
+def test_mlp_min_layers_must_be_an_int_of_at_least_two(bad):
+    with pytest.raises(ValueError, match="mlp_min_layers must be an int >= 2"):
+        fusedmlp.fuse(ClassicNet(), mlp_min_layers=bad)
