@@ -103,12 +103,10 @@ def test_saved_tensor_hooks_see_what_the_node_saves(activation, saved):
     assert len(unpacked) == saved
 
 
-@pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("bias", [True, False])
-def test_compiled_autograd_traces_the_node(activation, bias):
-    m, x = layer(activation, bias), inputs()
-    params = [x] + list(m.parameters())
-    expected = torch.autograd.grad(m(x).square().sum(), params)
+def check_compiled_autograd(loss_fn, params):
+    """loss_fn().backward() under compiled autograd gives the eager gradients of params,
+    and the backward graph it compiles calls our backward op."""
+    expected = torch.autograd.grad(loss_fn(), params)
     graphs = []
 
     def backend(gm, example_inputs):
@@ -117,13 +115,18 @@ def test_compiled_autograd_traces_the_node(activation, bias):
 
     torch._dynamo.reset()
     with compiled_autograd._enable(torch.compile(backend=backend, fullgraph=True)):
-        m(x).square().sum().backward()
-    got = [p.grad for p in params]
-    for g, want in zip(got, expected):
-        torch.testing.assert_close(g, want)
-    # the backward graph compiled autograd built runs our backward op
+        loss_fn().backward()
+    for p, want in zip(params, expected):
+        torch.testing.assert_close(p.grad, want)
     code = "\n".join(gm.code for gm in graphs)
     assert "fusedmlp" in code, code
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_compiled_autograd_traces_the_node(activation, bias):
+    m, x = layer(activation, bias), inputs()
+    check_compiled_autograd(lambda: m(x).square().sum(), [x] + list(m.parameters()))
 
 
 def test_anomaly_mode_names_the_node():
@@ -158,20 +161,9 @@ def test_mlp_node_edges_and_compiled_autograd(activation, bias):
     assert edges[0][0].variable is x
     for edge, b in zip(edges[1 + len(weights):], biases):
         assert (edge == (None, 0)) if b is None else (edge[0].variable is b)
-    params = [x] + weights + [b for b in biases if b is not None]
-    expected = torch.autograd.grad(y.square().sum(), params)
-    graphs = []
-
-    def backend(gm, example_inputs):
-        graphs.append(gm)
-        return gm.forward
-
-    torch._dynamo.reset()
-    with compiled_autograd._enable(torch.compile(backend=backend, fullgraph=True)):
-        fusedmlp.mlp(x, weights, biases, activation=activation).square().sum().backward()
-    for p, want in zip(params, expected):
-        torch.testing.assert_close(p.grad, want)
-    assert "fusedmlp" in "\n".join(gm.code for gm in graphs)
+    check_compiled_autograd(
+        lambda: fusedmlp.mlp(x, weights, biases, activation=activation).square().sum(),
+        [x] + weights + [b for b in biases if b is not None])
 
 
 def test_mlp_node_saved_tensors_are_checked_and_freed():
