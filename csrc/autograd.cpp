@@ -28,6 +28,7 @@
 #include <array>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -155,7 +156,8 @@ Grads layer_backward(const Call& call, const at::Tensor& grad_y, const at::Tenso
 // c10::intrusive_ptr<Node> in later releases. Everything below that depends on which is
 // a template on it, so only the branch for the torch we build against is compiled.
 using NodePtr = decltype(torch::autograd::Edge::function);
-constexpr bool kSharedPtrNodes = std::is_same_v<NodePtr, std::shared_ptr<torch::autograd::Node>>;
+constexpr bool kSharedPtrNodes =
+    std::is_same_v<NodePtr, std::shared_ptr<torch::autograd::Node>>;
 
 template <class N>
 auto make_node() {
@@ -210,15 +212,12 @@ struct LayerBackward : public torch::autograd::TraceableFunction {
     // An output that received no gradient arrives undefined (never as zeros), so an unused
     // z leaves the first-order backward the fused one.
     const at::Tensor grad_z = grads.size() > 1 ? grads[1] : at::Tensor();
-    if (c10::GradMode::is_enabled()) {  // create_graph: the backward ops record their nodes
-      const auto [grad_x, grad_w, grad_b] =
-          layer_backward(call, grads[0], grad_z, x, weight, s, mask);
-      return {grad_x, grad_w, grad_b};
-    }
-    // A plain backward: straight to the kernels (the backward ops' Autograd kernels would
-    // find nothing to record).
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    const auto [grad_x, grad_w, grad_b] = layer_backward(call, grads[0], grad_z, x, weight, s, mask);
+    // A plain backward goes straight to the kernels (the backward ops' Autograd kernels
+    // would find nothing to record); with create_graph they record their nodes.
+    std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
+    if (!c10::GradMode::is_enabled()) below_autograd.emplace();
+    const auto [grad_x, grad_w, grad_b] =
+        layer_backward(call, grads[0], grad_z, x, weight, s, mask);
     return {grad_x, grad_w, grad_b};
   }
 

@@ -281,7 +281,8 @@ class ChainedForward:
         """Whether the modules the graph goes through still hold the same children (so
         every module it calls, every chain's included, is the one traced), the modules of
         the chains and the inlined containers keep their class and have no hooks, there are
-        no global module hooks, and each Dropout in a chain still has p == 0. About 1 us for the seed's Net."""
+        no global module hooks, and each Dropout in a chain still has p == 0. About 1 us
+        for the seed's Net."""
         if _global_module_hooks():
             return False
         for container, children in self.children:
