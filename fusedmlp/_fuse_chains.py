@@ -30,7 +30,8 @@ import torch
 from torch import fx, nn
 
 from ._torch_activations import call_activation
-from .nn import FusedLinear, FusedLinearReLU, _global_module_hooks, mlp_layer_activation
+from .nn import (FusedLinear, FusedLinearReLU, _global_module_hooks, mlp_layer_activation,
+                 module_has_hooks)
 from .ops import _mlp as _mlp_op
 
 # Module types that may stand between two layers of a chain: exactly these (a subclass may
@@ -66,11 +67,6 @@ def mlp_chain(x: torch.Tensor, layers: Tuple[nn.Module, ...]) -> torch.Tensor:
         activations.append(activation)
         slopes.append(slope)
     return _mlp_op(x, weights, biases, activations, slopes)[0]
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks
-                or module._backward_hooks or module._backward_pre_hooks)
 
 
 def _ends_with_relu(layer: nn.Module) -> bool:
@@ -115,7 +111,7 @@ class _ChainFinder:
         module = self.module(node)
         if module is not None:
             kind = type(module)
-            if (kind not in _PASS_THROUGH or _has_hooks(module) or node.kwargs
+            if (kind not in _PASS_THROUGH or module_has_hooks(module) or node.kwargs
                     or len(node.args) != 1):
                 return False
             if kind is nn.Dropout:
@@ -293,8 +289,7 @@ class ChainedForward:
                 if modules.get(name) is not child:
                     return False
         for module, kind in self.watched:  # torch.nn.utils.parametrize changes the class
-            if (type(module) is not kind or module._forward_hooks or module._forward_pre_hooks
-                    or module._backward_hooks or module._backward_pre_hooks):
+            if type(module) is not kind or module_has_hooks(module):
                 return False
         for dropout in self.dropouts:
             if dropout.p != 0:

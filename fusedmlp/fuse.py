@@ -62,7 +62,7 @@ from . import _C
 from ._fuse_chains import (ChainedForward, chain_owners, chained_forward, find_chains,
                            graph_reads_only_the_module, own_chains)
 from ._torch_activations import Activation, ActivationCall, call_activation, module_activation
-from .nn import FusedLinear, FusedLinearReLU
+from .nn import FusedLinear, FusedLinearReLU, module_has_hooks
 
 __all__ = ["fuse", "FuseReport"]
 
@@ -458,14 +458,10 @@ def _why_not_fusable(linear: nn.Linear,
     device = linear.weight.device.type
     if device not in ("cpu", "cuda") or (device == "cuda" and not _C.cuda_built()):
         return f"it is on {device}, which this build of fusedmlp has no kernels for"
-    if any(_has_hooks(module) for module in (linear, activation_module) if module is not None):
+    if any(module_has_hooks(module)
+           for module in (linear, activation_module) if module is not None):
         return "it or its activation module has hooks, which fusing would bypass"
     return None
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    return bool(module._forward_hooks or module._forward_pre_hooks
-                or module._backward_hooks or module._backward_pre_hooks)
 
 
 def _replace_modules(model: nn.Module, replacements: Dict[int, nn.Module]) -> None:

@@ -208,8 +208,7 @@ class FusedMLP(nn.Sequential):
         weights, biases, activations, slopes = [], [], [], []
         identity_slot = False  # layers at even indices, Identity at odd ones
         for module in self._modules.values():
-            if (module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
-                    or module._backward_pre_hooks):
+            if module_has_hooks(module):
                 return None
             kind = type(module)
             if identity_slot:
@@ -289,6 +288,13 @@ def mlp_layer_activation(layer: nn.Module):
     if kind is nn.Linear:
         return "identity", DEFAULT_NEGATIVE_SLOPE
     return None
+
+
+def module_has_hooks(module: nn.Module) -> bool:
+    """Whether ``module`` has forward, forward-pre or backward hooks of its own: they must see
+    its call, so a fused path that would skip it is not taken."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks
+                or module._backward_pre_hooks)
 
 
 def _global_module_hooks() -> bool:
