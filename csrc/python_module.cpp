@@ -12,6 +12,7 @@
 #include "cpu/cache_info.h"
 #include "cpu/gemm.h"
 #include "cpu/isa.h"
+#include "python_entry.h"
 
 namespace {
 
@@ -49,6 +50,7 @@ pybind11::dict dtype_blocking() {
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fusedmlp's compiled kernels; importing it registers the ops.";
+  fusedmlp::add_python_entry(m);
   m.def(
       "cpu_isa", [] { return cpu::isa_name(cpu::active_isa()); },
       "The ISA of the CPU micro-kernels in use (ValueError if FUSEDMLP_CPU_ISA names one "

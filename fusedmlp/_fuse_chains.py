@@ -32,7 +32,7 @@ from torch import fx, nn
 from ._torch_activations import call_activation
 from .nn import (FusedLinear, FusedLinearReLU, _global_module_hooks, mlp_layer_activation,
                  module_has_hooks)
-from .ops import _mlp as _mlp_op
+from .ops import mlp_output
 
 # Module types that may stand between two layers of a chain: exactly these (a subclass may
 # change forward). nn.Dropout only with p == 0 (checked at fuse time and on every call).
@@ -66,7 +66,7 @@ def mlp_chain(x: torch.Tensor, layers: Tuple[nn.Module, ...]) -> torch.Tensor:
         activation, slope = mlp_layer_activation(layer)
         activations.append(activation)
         slopes.append(slope)
-    return _mlp_op(x, weights, biases, activations, slopes)[0]
+    return mlp_output(x, weights, biases, activations, slopes)
 
 
 def _ends_with_relu(layer: nn.Module) -> bool:

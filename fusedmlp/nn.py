@@ -9,7 +9,7 @@ from torch import nn
 
 from ._torch_activations import DEFAULT_NEGATIVE_SLOPE, module_activation
 from .ops import check_activation, linear, linear_relu
-from .ops import _mlp as _mlp_op
+from .ops import mlp_output
 
 __all__ = ["FusedLinearReLU", "FusedLinear", "FusedMLP"]
 
@@ -195,7 +195,7 @@ class FusedMLP(nn.Sequential):
         chain = self._plain_chain()
         if chain is None:
             return super().forward(x)
-        return _mlp_op(x, *chain)[0]
+        return mlp_output(x, *chain)
 
     def _plain_chain(self):
         """(weights, biases, activations, negative_slopes) of the ``mlp`` op when the

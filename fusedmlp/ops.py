@@ -35,7 +35,9 @@ def linear_relu(x: torch.Tensor, weight: torch.Tensor,
     """``relu(x @ weight.T + bias)`` in one fused kernel, with the conventions of
     ``F.linear``: ``x`` is ``(..., in_features)``, ``weight`` ``(out_features, in_features)``,
     ``bias`` ``(out_features,)`` or None. Differentiable (autograd is registered in C++)."""
-    return _linear_relu(x, weight, bias)
+    if _is_compiling():
+        return _linear_relu(x, weight, bias)
+    return _entry(x, weight, bias, "relu", 0.01)
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -47,12 +49,47 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] =
     ``F.gelu``), "gelu_tanh" (``F.gelu(approximate="tanh")``), "silu", "sigmoid", "tanh"
     or "relu_squared" (``F.relu(z) ** 2``). Differentiable to second order (autograd is
     registered in C++)."""
+    if _is_compiling():
+        return _linear_via_ops(x, weight, bias, activation, negative_slope)
+    return _entry(x, weight, bias, activation, negative_slope)
+
+
+def _linear_via_ops(x, weight, bias, activation, negative_slope):
+    """``linear`` through the ops' Python objects (torch.ops.fusedmlp.*): what torch.compile
+    traces, and where ``_C.linear_entry`` sends every call it does not take itself
+    (subclasses and FakeTensors, an active TorchFunctionMode, keyword arguments, a
+    negative_slope that is not a float, an unknown activation)."""
     activation = check_activation(activation)
     if activation == "identity":
         return _linear(x, weight, bias)
     if activation == "relu":
         return _linear_relu(x, weight, bias)
     return _linear_act(x, weight, bias, activation, float(negative_slope))
+
+
+def _mlp_via_ops(x, weights, biases, activations, negative_slopes):
+    """The mlp op's output y through its OpOverload: what torch.compile traces, and where
+    ``_C.mlp_entry`` sends every call it does not take itself."""
+    return _mlp(x, weights, biases, activations, negative_slopes)[0]
+
+
+def mlp_output(x: torch.Tensor, weights: Sequence[torch.Tensor],
+               biases: Sequence[Optional[torch.Tensor]], activations: Sequence[str],
+               negative_slopes: Sequence[float]) -> torch.Tensor:
+    """The ``fusedmlp::mlp`` op's output for its exact arguments (one entry per layer in
+    every list; FusedMLP and fuse()'s chains call it on every forward)."""
+    if _is_compiling():
+        return _mlp_via_ops(x, weights, biases, activations, negative_slopes)
+    return _mlp_entry(x, weights, biases, activations, negative_slopes)
+
+
+# The direct entries (csrc/python_entry.cpp): plain tensors straight to the ops, ~0.7 us
+# less per layer call than the OpOverload and ~3 us less per mlp call (benchmarks/NOTES.md);
+# every other call to the _via_ops functions.
+_entry = _C.linear_entry
+_mlp_entry = _C.mlp_entry
+_C.set_entry_fallbacks(torch.nn.Parameter, _linear_via_ops, _mlp_via_ops)
+_is_compiling = torch.compiler.is_compiling
 
 
 class LinearReLUFunction(torch.autograd.Function):
@@ -132,7 +169,7 @@ def mlp(x: torch.Tensor, weights: Sequence[torch.Tensor],
     biases = [None] * len(weights) if biases is None else list(biases)
     names, slopes = mlp_layer_activations(len(weights), activation, negative_slope,
                                           last_activation)
-    return _mlp(x, weights, biases, names, slopes)[0]
+    return mlp_output(x, weights, biases, names, slopes)
 
 
 def _saves_pre_activation(activation: str, negative_slope: float) -> bool:

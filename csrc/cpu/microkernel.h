@@ -176,9 +176,10 @@ __attribute__((always_inline)) inline void row_tile(
     }
 }
 
-// MicroKernel::rows: a whole row panel, C[0:m_valid, 0:n] = init + A_panel · B, with B
-// (kc x n, row stride ldb, any) read in place: the full NV-vector tiles, then one-vector
-// tiles, then the masked last vector (no edge panel to pack, nothing read past column n).
+// The register-tile form of MicroKernel::rows (rows_kernel below): a whole row panel,
+// C[0:m_valid, 0:n] = init + A_panel · B, with B (kc x n, row stride ldb, any) read in
+// place: the full NV-vector tiles, then one-vector tiles, then the masked last vector (no
+// edge panel to pack, nothing read past column n).
 // The small-K and few-row GEMMs (gemm.cpp) call it once per panel instead of once per
 // tile: at K = 1 (grad_w of one row) a tile is a single rank-1 step, and the per-call
 // prologue cost more than its FMAs. Exactly m_valid rows are computed, as in microkernel,
@@ -215,6 +216,145 @@ void row_panel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64_t
   if (j < n)
     row_tile<V, MR, 1, true>(kc, a_rows, a_k_stride, b + j, ldb, c + j, ldc,
                              static_cast<int>(n - j), at(j), accumulate);
+}
+
+// Two more forms of MicroKernel::rows for the shapes where row_panel's register tiles
+// lose (rows_kernel below picks). Both keep row_tile's sequence for every element of C
+// (init, then one FMA per K step in ascending order), so every path gives the same bits.
+
+// C[0:R, 0:n] = init + A · B for R <= 2 rows of A (grad_x of a batch of 1 or 2), K
+// outer: each pass adds 4 rows of B to the R rows of C, which stay in L1 (kStreamCols
+// columns at a time). B is read front to back, one sequential stream for the prefetcher,
+// where the tiles walk all K rows for every 128 columns. grad_x at 1 x 784 -> 128:
+// 3.7 -> 3.3 us; at 1 x 1024 -> 1024: 51 -> 47 us (benchmarks/NOTES.md).
+constexpr int64_t kStreamCols = 1024;  // 4 KiB of fp32 per row of C (8 KiB fp64)
+
+template <class V, int R, int S, bool Partial>
+__attribute__((always_inline)) inline void stream_steps(const typename V::Reg (&av)[R][S],
+                                                        const typename V::T* b, int64_t ldb,
+                                                        typename V::T* c, int64_t ldc,
+                                                        int last) {
+  using Reg = typename V::Reg;
+  Reg bv[S];
+#pragma GCC unroll 4
+  for (int s = 0; s < S; ++s)
+    bv[s] = Partial ? V::load_partial(b + s * ldb, last) : V::load(b + s * ldb);
+#pragma GCC unroll 2
+  for (int r = 0; r < R; ++r) {
+    Reg acc = Partial ? V::load_partial(c + r * ldc, last) : V::load(c + r * ldc);
+#pragma GCC unroll 4
+    for (int s = 0; s < S; ++s) acc = V::fma(av[r][s], bv[s], acc);
+    if constexpr (Partial) V::store_partial(c + r * ldc, acc, last);
+    else V::store(c + r * ldc, acc);
+  }
+}
+
+template <class V, int R>
+void row_stream(int64_t kc, const typename V::T* const (&a_rows)[R], int64_t a_k_stride,
+                const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc, int64_t n,
+                const typename V::T* bias, bool accumulate) {
+  constexpr int W = V::width;
+  for (int64_t j0 = 0; j0 < n; j0 += kStreamCols) {
+    const int64_t cols = n - j0 < kStreamCols ? n - j0 : kStreamCols;
+    const int64_t full = cols / W * W;
+    const int last = static_cast<int>(cols - full);
+    typename V::T* cj = c + j0;
+    if (!accumulate) {  // C starts from the bias (or zero), as row_tile's accumulators do
+      for (int64_t j = 0; j < cols; j += W) {
+        const int valid = j < full ? W : last;
+        const typename V::Reg init =
+            bias ? V::load_partial(bias + j0 + j, valid) : V::zero();
+#pragma GCC unroll 2
+        for (int r = 0; r < R; ++r) V::store_partial(cj + r * ldc + j, init, valid);
+      }
+    }
+    const auto pass = [&](auto steps, int64_t p) {
+      constexpr int S = decltype(steps)::value;
+      typename V::Reg av[R][S];
+#pragma GCC unroll 2
+      for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+        for (int s = 0; s < S; ++s)
+          av[r][s] = V::broadcast(a_rows[r] + (p + s) * a_k_stride);
+      const typename V::T* bp = b + p * ldb + j0;
+      for (int64_t j = 0; j < full; j += W)
+        stream_steps<V, R, S, false>(av, bp + j, ldb, cj + j, ldc, W);
+      if (last) stream_steps<V, R, S, true>(av, bp + full, ldb, cj + full, ldc, last);
+    };
+    int64_t p = 0;
+    for (; p + 4 <= kc; p += 4) pass(std::integral_constant<int, 4>{}, p);
+    for (; p < kc; ++p) pass(std::integral_constant<int, 1>{}, p);
+  }
+}
+
+// C[0:m_valid, 0:n] = init + A · B for K = 1 or 2 (grad_w of a batch of 1 or 2: K rows
+// of x, in L1), one row of C after the other, each written front to back, where the
+// MR-row tiles write 8 rows 128 bytes at a time and spill their row pointers. grad_w at
+// 1 x 784 -> 128: 4.0 -> 3.7 us; at K = 3 and 4 the tiles' reuse of B wins (+2%, +12%).
+template <class V, int K>
+void row_sweep(const typename V::T* a, int64_t a_row_stride, int64_t a_k_stride,
+               const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc,
+               int m_valid, int64_t n, const typename V::T* bias, bool accumulate) {
+  constexpr int W = V::width, NV = 4;
+  using Reg = typename V::Reg;
+  const int64_t full = n / W * W;
+  const int last = static_cast<int>(n - full);
+  const auto init = [&](const typename V::T* cr, int64_t j, int valid) {
+    return accumulate ? V::load_partial(cr + j, valid)
+           : bias     ? V::load_partial(bias + j, valid)
+                      : V::zero();
+  };
+  for (int r = 0; r < m_valid; ++r) {
+    Reg av[K];
+#pragma GCC unroll 4
+    for (int p = 0; p < K; ++p) av[p] = V::broadcast(a + r * a_row_stride + p * a_k_stride);
+    typename V::T* cr = c + r * ldc;
+    int64_t j = 0;
+    for (; j + NV * W <= full; j += NV * W) {
+      Reg acc[NV];
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[v] = init(cr, j + v * W, W);
+#pragma GCC unroll 4
+      for (int p = 0; p < K; ++p)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v)
+          acc[v] = V::fma(av[p], V::load(b + p * ldb + j + v * W), acc[v]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) V::store(cr + j + v * W, acc[v]);
+    }
+    for (; j < n; j += W) {
+      const int valid = j < full ? W : last;
+      Reg acc = init(cr, j, valid);
+#pragma GCC unroll 4
+      for (int p = 0; p < K; ++p)
+        acc = V::fma(av[p], V::load_partial(b + p * ldb + j, valid), acc);
+      V::store_partial(cr + j, acc, valid);
+    }
+  }
+}
+
+// MicroKernel::rows: row_stream for one or two rows, row_sweep for K <= 2, otherwise
+// row_panel's register tiles.
+template <class V, int MR, int NV>
+void rows_kernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64_t a_k_stride,
+                 const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc,
+                 int m_valid, int64_t n, const typename V::T* bias, bool accumulate) {
+  if (m_valid == 1) {
+    const typename V::T* rows[1] = {a};
+    return row_stream<V, 1>(kc, rows, a_k_stride, b, ldb, c, ldc, n, bias, accumulate);
+  }
+  if (m_valid == 2) {
+    const typename V::T* rows[2] = {a, a + a_row_stride};
+    return row_stream<V, 2>(kc, rows, a_k_stride, b, ldb, c, ldc, n, bias, accumulate);
+  }
+  if (kc == 1)
+    return row_sweep<V, 1>(a, a_row_stride, a_k_stride, b, ldb, c, ldc, m_valid, n, bias,
+                           accumulate);
+  if (kc == 2)
+    return row_sweep<V, 2>(a, a_row_stride, a_k_stride, b, ldb, c, ldc, m_valid, n, bias,
+                           accumulate);
+  row_panel<V, MR, NV>(kc, a, a_row_stride, a_k_stride, b, ldb, c, ldc, m_valid, n, bias,
+                       accumulate);
 }
 
 // The dot-product micro-kernel: C tile = init + A · B^T for MR rows of A and
@@ -360,7 +500,7 @@ double fma_probe(int64_t rounds) {
 template <class V, int MR, int NV, int DOT_MR>
 MicroKernel<typename V::T> make_microkernel() {
   static_assert(kDotNR == 4, "sum4 reduces four accumulators");
-  return {MR, NV * V::width, &microkernel<V, MR, NV>, &row_panel<V, MR, NV>, 0, nullptr,
+  return {MR, NV * V::width, &microkernel<V, MR, NV>, &rows_kernel<V, MR, NV>, 0, nullptr,
           nullptr, nullptr, DOT_MR, &dot_microkernel<V, DOT_MR>, &activate_block<V>,
           &elementwise_grad<V>, &fma_probe<V>};
 }
