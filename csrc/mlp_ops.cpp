@@ -8,7 +8,8 @@
 #include <c10/util/Exception.h>
 
 #include <algorithm>
-#include <cstdio>
+#include <charconv>
+#include <cstring>
 #include <string>
 
 #include "checks.h"
@@ -25,6 +26,16 @@ Operand rows_from(const at::Tensor& t2d, int64_t r0) {
 
 void* row_ptr(at::Tensor& t2d, int64_t r0) {
   return static_cast<char*>(t2d.mutable_data_ptr()) + r0 * t2d.stride(0) * t2d.element_size();
+}
+
+// prefix + l + "]" into buf, without printf's format parsing.
+template <size_t N>
+void indexed_name(char (&buf)[N], const char* prefix, size_t l) {
+  const size_t len = std::strlen(prefix);
+  std::memcpy(buf, prefix, len);
+  char* end = std::to_chars(buf + len, buf + N - 2, l).ptr;
+  end[0] = ']';
+  end[1] = '\0';
 }
 
 }  // namespace
@@ -63,12 +74,13 @@ void check_mlp_args(const char* op, const at::Tensor& x, at::TensorList weights,
               weights.size(), "), got ", biases.size());
   check_x_rank(op, x);
   check_x_floating(op, x);
-  // The names messages use, written on the stack: this runs on every call, and building
-  // std::strings per layer cost more than the checks themselves.
+  // The names messages use, written on the stack: this runs on every call (twice: the
+  // Autograd and the backend kernel), and std::strings or snprintf per layer cost more
+  // than the checks themselves (snprintf: ~0.45 us of a 5.8 us call at 1 x 784-128-10).
   char name[32], bias_name[32], out_features[48];
   for (size_t l = 0; l < weights.size(); ++l) {
     const at::Tensor& w = weights[l];
-    std::snprintf(name, sizeof(name), "weights[%zu]", l);
+    indexed_name(name, "weights[", l);
     check_weight_rank(op, name, w);
     check_same_dtype(op, name, w, x);
     check_same_device(op, name, w, x);
@@ -82,8 +94,8 @@ void check_mlp_args(const char* op, const at::Tensor& x, at::TensorList weights,
     }
     const std::optional<at::Tensor> b = biases.get(l);
     if (b.has_value() && b->defined()) {
-      std::snprintf(bias_name, sizeof(bias_name), "biases[%zu]", l);
-      std::snprintf(out_features, sizeof(out_features), "out_features of %s", name);
+      indexed_name(bias_name, "biases[", l);
+      indexed_name(out_features, "out_features of weights[", l);
       check_bias(op, bias_name, *b, w, out_features, x);
     }
   }
