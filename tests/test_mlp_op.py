@@ -80,8 +80,8 @@ def op(activations):
 def check_against_per_layer_and_reference(x, weights, biases, activations):
     """Values and all gradients vs the per-layer ops and vs float64 eager, within the
     per-layer tests' tolerances for the widest reduction, times a few per layer. (Per layer
-    is not bitwise the same beyond 512 rows: the CPU forward of a whole batch that large
-    takes the packed GEMM, the op's row blocks the dot-product one.)"""
+    is not bitwise the same where the whole batch and the op's row blocks take different
+    GEMM kernels: on AVX2 beyond 512 rows, the packed one and the dot-product one.)"""
     y, grads = outputs_and_grads(op(activations), x, weights, biases)
     y_layers, grads_layers = outputs_and_grads(
         lambda x, w, b: per_layer(x, w, b, activations), x, weights, biases)

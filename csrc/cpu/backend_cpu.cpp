@@ -52,7 +52,11 @@ void cpu_activation_grad(DType dtype, Activation act, double slope, int order, i
 // weights and x streaming past. Every block reads all the weights again, so:
 // - at least kMlpMinBlockRows rows, over which a re-read of W from L2 or L3 costs a few
 //   percent of the block's multiply-adds (fp32, 16 per cycle: W / 16 cycles from L2
-//   against rows * W / 16 of arithmetic);
+//   against rows * W / 16 of arithmetic), and which put a block's GEMMs on the kernel the
+//   whole batch would take: with 64-row blocks AVX-512 ran every block on the
+//   dot-product kernel (its crossover there is 64 rows) while the per-layer ops ran the
+//   packed one, and 256 x 128-512-128 took 450 us as one op against 327 us layer by layer
+//   (1 thread, Zen 5); 256-row blocks: 1.00x, and no change on AVX2 (NOTES.md);
 // - weights over kMlpMaxStreamedWeightBytes (beyond L2 on every machine here) would come
 //   from L3 or memory once per block: then one block of all rows, the layers one by one
 //   over the whole batch (the packed GEMM from 513 rows on), as the per-layer ops run.
@@ -61,12 +65,13 @@ void cpu_activation_grad(DType dtype, Activation act, double slope, int order, i
 //   at small K that costs more than cached activations save (65536 x 64-64-64-64-10,
 //   1 thread: blocks 22.4 ms, layers over the batch on the packed kernel 18.2 ms).
 // At most kMlpMaxBlockRows rows: the dot-product forward's limit (gemm.cpp), so every
-// block's GEMMs read x and W in place. The seed's 784-128-10 (fp32) gets 224-row blocks:
-// a batch of up to 224 rows runs exactly as the per-layer ops do. The block size depends
+// block's GEMMs read x and W in place where the ISA's dot-product kernel takes that many
+// rows (AVX2). The seed's 784-128-10 (fp32) gets 256-row blocks: a batch of up to 256
+// rows runs exactly as the per-layer ops do. The block size depends
 // on the shapes only, never on the thread count, so results are the same for any thread
 // count.
 constexpr int64_t kMlpBlockBytes = 128 * 1024;
-constexpr int64_t kMlpMinBlockRows = 64;
+constexpr int64_t kMlpMinBlockRows = 256;
 constexpr int64_t kMlpMaxBlockRows = 512;
 constexpr int64_t kMlpMaxStreamedWeightBytes = 1024 * 1024;
 constexpr int64_t kMlpMinStreamedK = 128;
