@@ -151,10 +151,10 @@ _ROUTE_DESCRIPTIONS = {
 
 
 # Chains shorter than this stay per layer unless fuse() is told otherwise. Measured on the
-# seed's training step (784-128-10 and deeper, SGD, 1 thread, benchmarks/NOTES.md): one op
-# for 2 layers 2% slower than the layers one by one (batch 1 and 64), 3 layers even, 8
-# layers 6-12% faster.
-MLP_MIN_LAYERS = 3
+# seed's training step (784-128-10, SGD, 1 thread, benchmarks/NOTES.md) once the op had its
+# direct Python entry: one op for the 2 layers 1.05x the layers one by one at batch 1 and
+# 64 (before that entry 0.98x, and the default was 3), 8 layers 6-12% faster.
+MLP_MIN_LAYERS = 2
 
 
 def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False,
@@ -190,10 +190,10 @@ def fuse(model: nn.Module, inplace: bool = False, plain_linear: bool = False,
     op through an instance ``forward`` of the module owning the chain, which falls back to
     the class's forward (per layer) once a hook is added or a module of it replaced; the
     class, ``state_dict`` and module paths are unchanged (``result.fuse_report.mlp_chains``;
-    module docs). Only chains of at least ``mlp_min_layers`` layers (default 3): on a
-    2-layer MLP such as the seed's, the layers one by one measured 2% faster than one op,
-    from 3 layers on the op is as fast or faster (``mlp_min_layers=2`` takes every chain;
-    ``result.fuse_report.mlp_short`` lists those left). ``mlp=False``: per-layer fused
+    module docs). Chains of at least ``mlp_min_layers`` layers (default 2: every chain;
+    on the seed's 2-layer Net one op measured 1.05x the layers in the training step and
+    1.3x in inference at batch 1); ``result.fuse_report.mlp_short`` lists the chains a
+    larger ``mlp_min_layers`` leaves layer by layer. ``mlp=False``: per-layer fused
     modules only.
     """
     if (isinstance(mlp_min_layers, bool) or not isinstance(mlp_min_layers, int)

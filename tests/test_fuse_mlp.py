@@ -4,7 +4,6 @@ gradients (first and second order), the same model (class, state_dict, module pa
 what must not become a chain, and what a user does with the model afterwards (deepcopy,
 pickle, compile, export, hooks, replaced modules)."""
 import copy
-from functools import partial
 
 import pytest
 import torch
@@ -21,8 +20,7 @@ from fusedmlp.train import ClassicNet
 from helpers import (FlattenThenHead, OpLog, assert_same_function, assert_same_state_dict,
                      assert_same_structure)
 
-# The chain tests take every chain (the seed's has 2 layers; fuse() takes 3 by default).
-fuse = partial(fusedmlp.fuse, mlp_min_layers=2)
+fuse = fusedmlp.fuse
 
 FP64 = dict(rtol=1e-12, atol=1e-12)
 
@@ -487,20 +485,24 @@ def test_fusing_a_fused_model_again_finds_the_same_chains(build, chains, shape):
                                else fused(x=x), model(x))  # by keyword too
 
 
-def test_default_takes_chains_of_three_layers_or_more():
-    """fuse()'s default mlp_min_layers=3: a 2-layer chain (the seed's Net) stays layer by
-    layer, where that measured faster, and is reported; a 3-layer chain runs as one op."""
+def test_default_takes_every_chain_and_mlp_min_layers_leaves_shorter_ones():
+    """fuse()'s default mlp_min_layers=2 runs the seed's 2-layer Net as one op; a larger
+    mlp_min_layers leaves shorter chains layer by layer, and reports them."""
     seed = fusedmlp.fuse(ClassicNet())
-    report = seed.fuse_report
+    assert seed.fuse_report.mlp_chains == [["fc1", "fc2"]]
+    assert seed.fuse_report.mlp_short == []
+    x = torch.randn(3, 1, 28, 28)
+    assert ops_run(seed, x) == ["mlp"]
+    left = fusedmlp.fuse(ClassicNet(), mlp_min_layers=3)
+    report = left.fuse_report
     assert report.mlp_chains == [] and report.mlp_short == [["fc1", "fc2"]]
     assert "shorter than mlp_min_layers" in str(report) and "fc1 -> fc2" in str(report)
-    assert "forward" not in seed.__dict__
-    x = torch.randn(3, 1, 28, 28)
-    assert "mlp" not in ops_run(seed, x)
+    assert "forward" not in left.__dict__
+    assert "mlp" not in ops_run(left, x)
     torch.manual_seed(0)
     three = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 4), nn.ReLU(),
                           nn.Linear(4, 3))
-    fused = fusedmlp.fuse(three)
+    fused = fusedmlp.fuse(three, mlp_min_layers=3)
     assert fused.fuse_report.mlp_chains == [["0", "2", "4"]]
     assert fused.fuse_report.mlp_short == []
     assert ops_run(fused, torch.randn(2, 6)) == ["mlp"]

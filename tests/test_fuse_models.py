@@ -128,7 +128,7 @@ def test_timm_mixer_with_relu_keeps_containers_methods_and_attributes():
     torch.manual_seed(0)
     model = MlpMixer(num_classes=5, img_size=32, patch_size=16, num_blocks=2, embed_dim=64,
                      act_layer=nn.ReLU)
-    fused = fusedmlp.fuse(model, mlp_min_layers=2)  # its Mlps are 2-layer chains
+    fused = fusedmlp.fuse(model)  # its Mlps are 2-layer chains
     assert type(fused.blocks) is nn.Sequential and len(fused.blocks) == 2
     report = fused.fuse_report
     assert report.route == "in place" and report.skipped == {}
@@ -152,12 +152,11 @@ def test_timm_mixer_with_relu_keeps_containers_methods_and_attributes():
 def test_timm_vit_gets_its_mlp_gelu_fused_in_place():
     torch.manual_seed(0)
     model = create_model("vit_tiny_patch16_224", depth=2, img_size=32, num_classes=5)
+    # its Mlps are 2-layer chains: left layer by layer with mlp_min_layers=3
+    short = fusedmlp.fuse(model, mlp_min_layers=3).fuse_report
+    assert short.mlp_chains == []
+    assert short.mlp_short == [[f"blocks.{b}.mlp.fc1", f"blocks.{b}.mlp.fc2"] for b in range(2)]
     fused = fusedmlp.fuse(model)
-    report = fused.fuse_report
-    # its Mlps are 2-layer chains: by default they run layer by layer (mlp_min_layers)
-    assert report.mlp_chains == []
-    assert report.mlp_short == [[f"blocks.{b}.mlp.fc1", f"blocks.{b}.mlp.fc2"] for b in range(2)]
-    fused = fusedmlp.fuse(model, mlp_min_layers=2)
     report = fused.fuse_report
     assert report.activations == {"blocks.0.mlp.fc1": "gelu", "blocks.1.mlp.fc1": "gelu"}
     assert report.route == "in place" and report.skipped == {}
