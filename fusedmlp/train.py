@@ -149,8 +149,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--fused-only", action="store_true",
                         help="train only the fused model (no nn.Linear baseline, no speedup)")
     parser.add_argument("--keep-fc2", action="store_true",
-                        help="fuse only fc1 + ReLU; fc2 stays nn.Linear (default: fc2 runs "
-                             "on FusedLinear, fusedmlp.fuse(..., plain_linear=True))")
+                        help="fuse only fc1 + ReLU; fc2 stays nn.Linear and runs as one, "
+                             "fusedmlp.fuse(..., mlp=False) (default: fc2 on FusedLinear "
+                             "and fc1 -> fc2 as one whole-MLP op, "
+                             "fusedmlp.fuse(..., plain_linear=True))")
     args = parser.parse_args(argv)
     if args.data == "mnist" and not args.data_dir:
         parser.error("--data mnist needs --data-dir DIR (the folder with MNIST's IDX files)")
@@ -179,7 +181,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     torch.manual_seed(args.seed)
     plain = ClassicNet().to(device)
     # A copy: the same initial weights; fc1 + ReLU on FusedLinearReLU, fc2 on FusedLinear.
-    fused = fuse(plain, plain_linear=not args.keep_fc2)
+    fused = fuse(plain, plain_linear=not args.keep_fc2, mlp=not args.keep_fc2)
     models = {"fused": fused} if args.fused_only else {"nn.Linear": plain, "fused": fused}
     runs = [Run(label, model, torch.optim.SGD(model.parameters(), lr=args.lr))
             for label, model in models.items()]

@@ -153,6 +153,7 @@ def test_default_run_reaches_90_percent_and_losses_agree(capsys):
     out = capsys.readouterr().out
     assert ("fusedmlp.fuse: fused 1 Linear->activation pair(s): fc1 (relu)\n"
             "ran 1 Linear layer(s) on FusedLinear: fc2") in out
+    assert "as one fusedmlp.mlp op each" in out and "fc1 -> fc2" in out
     rows = [line.split("|") for line in out.splitlines() if re.match(r"^\s+\d+ \|", line)]
     assert [int(row[0]) for row in rows] == list(range(1, 11))
     for row in rows:
@@ -172,7 +173,8 @@ def test_command_smoke_run_with_plot(tmp_path):
     lines = result.stdout.splitlines()
     assert FINAL_LINE.match(lines[-1]), lines[-1]
     assert "fusedmlp.fuse: fused 1 Linear->activation pair(s): fc1 (relu)\n" in result.stdout
-    assert "FusedLinear" not in result.stdout  # --keep-fc2
+    assert "FusedLinear" not in result.stdout  # --keep-fc2: fc2 stays nn.Linear,
+    assert "fusedmlp.mlp" not in result.stdout  # and runs as one (no whole-MLP op)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
