@@ -94,6 +94,9 @@ std::vector<int64_t> output_shape(const at::Tensor& x, const at::Tensor& weight)
 }
 
 at::Tensor as_rows(const at::Tensor& t, int64_t cols) {
+  // A 2-D t already is its rows: no reshape (a dispatched view op, ~0.1 us each, three of
+  // them in a backward call that a batch of 1 notices).
+  if (t.dim() == 2 && t.size(1) == cols) return t;
   int64_t rows = 1;
   for (int64_t d = 0; d + 1 < t.dim(); ++d) rows *= t.size(d);
   return t.reshape({rows, cols});

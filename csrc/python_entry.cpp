@@ -122,7 +122,6 @@ PyObject* linear_entry(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nar
   END_HANDLE_TH_ERRORS
 }
 
-
 // Python sequence (list or tuple) -> its items, or false when it is neither.
 bool items_of(PyObject* seq, PyObject* const** items, Py_ssize_t* size) {
   if (PyList_CheckExact(seq)) {
