@@ -243,3 +243,14 @@ def test_mlp_other_arguments_go_to_the_ops(fallback_calls):
     with pytest.raises(RuntimeError, match="one bias \\(or None\\) per weight"):
         ops.mlp_output(x, weights[:2], biases, acts, slopes)  # lengths differ: the op's check
     assert len(fallback_calls) == 3
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace")
+def test_jit_trace_records_the_op_from_the_entry(fallback_calls):
+    """The JIT tracer is a dispatch key: the entry's call is recorded as the op."""
+    layer = fusedmlp.FusedLinearReLU(8, 4)
+    traced = torch.jit.trace(layer, torch.randn(2, 8))
+    assert "fusedmlp::linear_relu" in [n.kind() for n in traced.graph.nodes()]
+    x = torch.randn(3, 8)
+    assert torch.equal(traced(x), layer(x))
+    assert fallback_calls == []
