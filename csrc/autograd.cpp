@@ -45,11 +45,6 @@ using OptTensor = std::optional<at::Tensor>;
 
 const at::Tensor kNoTensor;  // an undefined tensor: the edge of a missing bias
 
-template <class Sig>
-c10::TypedOperatorHandle<Sig> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
-}
-
 // Which schema a layer was called through: the ReLU and identity ops keep their own
 // schemas (and graphs under torch.compile); every other activation is linear_act.
 enum class Schema : int64_t { linear_relu, linear, linear_act };
@@ -82,12 +77,9 @@ Call get(AutogradContext* ctx) {
 // The ops, through the dispatcher (below Autograd when the caller says so).
 at::Tensor call_forward(const Call& call, const at::Tensor& x, const at::Tensor& weight,
                         const OptTensor& bias) {
-  using Sig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&);
-  static const auto relu = find_op<Sig>("fusedmlp::linear_relu");
-  static const auto linear = find_op<Sig>("fusedmlp::linear");
-  static const auto act = find_op<at::Tensor(const at::Tensor&, const at::Tensor&,
-                                             const OptTensor&, c10::string_view, double)>(
-      "fusedmlp::linear_act");
+  static const auto relu = find_op<LayerForwardSig>("fusedmlp::linear_relu");
+  static const auto linear = find_op<LayerForwardSig>("fusedmlp::linear");
+  static const auto act = find_op<LayerActForwardSig>("fusedmlp::linear_act");
   switch (call.schema) {
     case Schema::linear_relu: return relu.call(x, weight, bias);
     case Schema::linear: return linear.call(x, weight, bias);
@@ -408,9 +400,6 @@ at::Tensor forward_autograd(const char* op, const Call& call, const at::Tensor& 
 // create_graph=True (or a gradient reaches a hidden output or pre-activation, which only
 // a double backward does), it is the per-layer composition instead: each layer through
 // layer_backward, i.e. the differentiable backward ops.
-using MlpSig = MlpOutputs(const at::Tensor&, at::TensorList,
-                          const c10::List<std::optional<at::Tensor>>&,
-                          c10::ArrayRef<std::string>, c10::ArrayRef<double>);
 using MlpBackwardSig = MlpGrads(const at::Tensor&, const at::Tensor&, at::TensorList,
                                 const OptTensor&, at::TensorList, at::TensorList,
                                 c10::ArrayRef<std::string>, c10::ArrayRef<double>,

@@ -27,9 +27,14 @@ std::string activation_names() {
   return names;
 }
 
-Activation parse_activation(const char* op, c10::string_view name) {
+std::optional<Activation> find_activation(c10::string_view name) {
   for (int i = 0; i < kActivationCount; ++i)
     if (name == activation_name(static_cast<Activation>(i))) return static_cast<Activation>(i);
+  return std::nullopt;
+}
+
+Activation parse_activation(const char* op, c10::string_view name) {
+  if (const std::optional<Activation> act = find_activation(name)) return *act;
   TORCH_CHECK(false, op, ": unknown activation '", std::string(name.data(), name.size()),
               "'; expected one of ", activation_names());
 }

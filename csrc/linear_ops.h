@@ -6,6 +6,7 @@
 
 #include <ATen/core/Tensor.h>
 #include <ATen/core/List.h>
+#include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/util/FunctionRef.h>
 #include <c10/util/string_view.h>
 #include <torch/library.h>
@@ -47,7 +48,9 @@ struct Backend {
                          c10::function_ref<void(int64_t, int64_t)> run) = nullptr;
 };
 
-// "relu" -> Activation::relu; an unknown name is an error from `op` listing the valid ones.
+// "relu" -> Activation::relu; nullopt for a name that is none of activation.h's.
+std::optional<Activation> find_activation(c10::string_view name);
+// The same, an unknown name being an error from `op` listing the valid ones.
 Activation parse_activation(const char* op, c10::string_view name);
 
 // y = act(x · Wᵀ + b). With `pre` non-null, also returns z = x · Wᵀ + b in *pre.
@@ -79,6 +82,22 @@ using MlpOutputs = std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<a
 // grad_x (undefined unless asked), then the asked-for weight and bias gradients, in layer
 // order (only those asked for).
 using MlpGrads = std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>;
+
+// The C++ signatures of the forward ops (fusedmlp.cpp's schemas), for callers that go
+// through the dispatcher: linear_relu and linear, linear_act, mlp.
+using LayerForwardSig = at::Tensor(const at::Tensor&, const at::Tensor&,
+                                   const std::optional<at::Tensor>&);
+using LayerActForwardSig = at::Tensor(const at::Tensor&, const at::Tensor&,
+                                      const std::optional<at::Tensor>&, c10::string_view, double);
+using MlpSig = MlpOutputs(const at::Tensor&, at::TensorList,
+                          const c10::List<std::optional<at::Tensor>>&,
+                          c10::ArrayRef<std::string>, c10::ArrayRef<double>);
+
+// The typed handle of the op `name` ("fusedmlp::linear_relu"), for a static local.
+template <class Sig>
+c10::TypedOperatorHandle<Sig> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").typed<Sig>();
+}
 
 // The layers from the ops' per-layer lists of names and slopes; `layer_count` is
 // weights.size(). Errors name the op and the list.

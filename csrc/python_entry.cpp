@@ -16,7 +16,6 @@
 #include <torch/csrc/autograd/python_variable.h>
 
 #include <ATen/PythonTorchFunctionTLS.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 
 #include <new>
 #include <optional>
@@ -26,18 +25,13 @@
 #include <vector>
 
 #include "activation.h"
+#include "linear_ops.h"
 #include "python_entry.h"
 
 namespace fusedmlp {
 namespace {
 
 using OptTensor = std::optional<at::Tensor>;
-using ForwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&);
-using ActSig = at::Tensor(const at::Tensor&, const at::Tensor&, const OptTensor&,
-                          c10::string_view, double);
-using MlpSig = std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>(
-    const at::Tensor&, at::TensorList, const c10::List<std::optional<at::Tensor>>&,
-    c10::ArrayRef<std::string>, c10::ArrayRef<double>);
 
 // Set at import (set_entry_fallbacks): nn.Parameter's type and the Python callables for
 // every call the entries do not take. Owned references, held for the module's life.
@@ -61,10 +55,7 @@ std::optional<Activation> activation_of(PyObject* name) {
     PyErr_Clear();
     return std::nullopt;
   }
-  const c10::string_view view(text, static_cast<size_t>(size));
-  for (int i = 0; i < kActivationCount; ++i)
-    if (view == activation_name(static_cast<Activation>(i))) return static_cast<Activation>(i);
-  return std::nullopt;
+  return find_activation(c10::string_view(text, static_cast<size_t>(size)));
 }
 
 // fn() with the GIL released, as torch's bindings call ops. The errors our kernels throw
@@ -103,15 +94,9 @@ PyObject* linear_entry(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nar
   const at::Tensor& weight = THPVariable_Unpack(args[1]);
   const OptTensor bias =
       args[2] == Py_None ? std::nullopt : OptTensor(THPVariable_Unpack(args[2]));
-  static const auto relu_op = c10::Dispatcher::singleton()
-                                  .findSchemaOrThrow("fusedmlp::linear_relu", "")
-                                  .typed<ForwardSig>();
-  static const auto linear_op = c10::Dispatcher::singleton()
-                                    .findSchemaOrThrow("fusedmlp::linear", "")
-                                    .typed<ForwardSig>();
-  static const auto act_op = c10::Dispatcher::singleton()
-                                 .findSchemaOrThrow("fusedmlp::linear_act", "")
-                                 .typed<ActSig>();
+  static const auto relu_op = find_op<LayerForwardSig>("fusedmlp::linear_relu");
+  static const auto linear_op = find_op<LayerForwardSig>("fusedmlp::linear");
+  static const auto act_op = find_op<LayerActForwardSig>("fusedmlp::linear_act");
   at::Tensor y = call_without_gil([&] {
     if (*act == Activation::relu) return relu_op.call(x, weight, bias);
     if (*act == Activation::identity) return linear_op.call(x, weight, bias);
@@ -184,9 +169,7 @@ PyObject* mlp_entry(PyObject* /*self*/, PyObject* const* args, Py_ssize_t nargs,
     if (!PyFloat_CheckExact(items[3][i])) return slow();
     slopes.push_back(PyFloat_AS_DOUBLE(items[3][i]));
   }
-  static const auto op = c10::Dispatcher::singleton()
-                             .findSchemaOrThrow("fusedmlp::mlp", "")
-                             .typed<MlpSig>();
+  static const auto op = find_op<MlpSig>("fusedmlp::mlp");
   at::Tensor y = call_without_gil([&] {
     return std::get<0>(op.call(THPVariable_Unpack(args[0]), weights, biases, activations, slopes));
   });
