@@ -102,34 +102,37 @@ Grads backward(const Backend& backend, const char* op, const at::Tensor& grad_y,
   if (output_mask[2]) grad_b = at::empty({out_features}, weight.options());
 
   // g = grad_y · act'(saved), applied by the GEMMs as they load grad_y.
-  GemmProblem pb;
-  pb.a_act = derive ? act : Activation::identity;
-  pb.slope = slope;
-  if (grad_x.defined()) {  // grad_x = g · W: A = g (rows x out), B = Wᵀ (in x out)
-    pb.m = rows;
-    pb.n = in_features;
-    pb.k = out_features;
-    pb.a = g;
-    pb.a_saved = g_saved;
-    pb.b = rows_of(weight).transposed();
-    pb.c = grad_x.mutable_data_ptr();
-    pb.ldc = in_features;
-    backend.gemm(dtype, pb, grad_x);
-  }
-  if (grad_w.defined() || grad_b.defined()) {
-    // grad_w = gᵀ · x: A = gᵀ (out x rows), B = xᵀ (in x rows); grad_b = A's row sums,
-    // taken in the same pass (with n = 0 when grad_w is not wanted).
-    pb.m = out_features;
-    pb.n = grad_w.defined() ? in_features : 0;
-    pb.k = rows;
-    pb.a = g.transposed();
-    pb.a_saved = g_saved.transposed();
-    pb.b = rows_of(x2).transposed();
-    pb.c = grad_w.defined() ? grad_w.mutable_data_ptr() : nullptr;
-    pb.ldc = in_features;
-    pb.a_row_sums = grad_b.defined() ? grad_b.mutable_data_ptr() : nullptr;
-    backend.gemm(dtype, pb, grad_w.defined() ? grad_w : grad_b);
-  }
+  GemmProblem px;  // grad_x = g · W: A = g (rows x out), B = Wᵀ (in x out)
+  px.a_act = derive ? act : Activation::identity;
+  px.slope = slope;
+  px.m = rows;
+  px.n = in_features;
+  px.k = out_features;
+  px.a = g;
+  px.a_saved = g_saved;
+  px.b = rows_of(weight).transposed();
+  px.c = grad_x.defined() ? grad_x.mutable_data_ptr() : nullptr;
+  px.ldc = in_features;
+  // grad_w = gᵀ · x: A = gᵀ (out x rows), B = xᵀ (in x rows); grad_b = A's row sums, taken
+  // in the same pass (with n = 0 when grad_w is not wanted).
+  GemmProblem pw;
+  pw.a_act = px.a_act;
+  pw.slope = slope;
+  pw.m = out_features;
+  pw.n = grad_w.defined() ? in_features : 0;
+  pw.k = rows;
+  pw.a = g.transposed();
+  pw.a_saved = g_saved.transposed();
+  pw.b = rows_of(x2).transposed();
+  pw.c = grad_w.defined() ? grad_w.mutable_data_ptr() : nullptr;
+  pw.ldc = in_features;
+  pw.a_row_sums = grad_b.defined() ? grad_b.mutable_data_ptr() : nullptr;
+  if (grad_x.defined() && grad_w.defined() && backend.gemm_pair &&
+      backend.gemm_pair(dtype, px, pw))
+    return {grad_x, grad_w, grad_b};
+  if (grad_x.defined()) backend.gemm(dtype, px, grad_x);
+  if (grad_w.defined() || grad_b.defined())
+    backend.gemm(dtype, pw, grad_w.defined() ? grad_w : grad_b);
   return {grad_x, grad_w, grad_b};
 }
 

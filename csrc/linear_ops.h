@@ -46,6 +46,12 @@ struct Backend {
   void (*for_row_blocks)(int64_t rows, int64_t bytes_per_row, int64_t macs_per_row,
                          int64_t weight_bytes, int64_t min_in_features,
                          c10::function_ref<void(int64_t, int64_t)> run) = nullptr;
+  // Optional: solves backward's two GEMMs, grad_x = g · W and grad_w = gᵀ · x (with grad_b
+  // as grad_w's a_row_sums), together where the backend has a kernel that shares their
+  // passes over memory (CPU: one sweep over W for a batch of 1 or 2 rows). Returns false,
+  // having written nothing, where it has none; backward then calls `gemm` on each.
+  bool (*gemm_pair)(DType dtype, const GemmProblem& grad_x, const GemmProblem& grad_w) =
+      nullptr;
 };
 
 // "relu" -> Activation::relu; nullopt for a name that is none of activation.h's.

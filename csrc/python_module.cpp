@@ -114,7 +114,9 @@ PYBIND11_MODULE(_C, m) {
         d["dot"] = counts.dot;
         d["packed"] = counts.packed;
         d["row_panels"] = counts.row_panels;
+        d["backward_sweeps"] = counts.backward_sweeps;
         return d;
       },
-      "How many CPU GEMMs took each path (dot, packed, row_panels) since start-up.");
+      "How many CPU GEMMs took each path (dot, packed, row_panels) since start-up, and how "
+      "many backward pairs (grad_x and grad_w) one pass over W solved (backward_sweeps).");
 }

@@ -9,8 +9,9 @@ import torch
 
 import fusedmlp
 from fusedmlp.ops import ACTIVATIONS
-from helpers import (assert_close_to, check_against_reference, check_nan_inf_parity, make,
-                     reference)
+from fusedmlp.ops import _saves_pre_activation
+from helpers import (assert_close_to, assert_same_special_values, check_against_reference,
+                     check_nan_inf_parity, make, reference)
 from test_activations import check_values_and_grads, fused, scaled_inputs
 
 ROWS = [1, 2, 3, 4, 5, 7, 8, 9, 16, 17]
@@ -196,8 +197,9 @@ def test_row_panels_give_the_packed_bits(isa, dtype):
 
 def test_row_panels_same_bits_on_any_thread_count(isa):
     """A row-panel GEMM big enough for worker threads (grad_w at 16 x 2048 -> 512: 16 M
-    multiply-adds; grad_x at one row of 4096 -> 2048) splits rows or columns of C, never
-    K: bitwise the same result on 1 and 2 threads."""
+    multiply-adds) splits rows or columns of C, never K, and so does the backward sweep
+    (grad_x and grad_w of 1 and 2 rows of 4096 -> 2048): bitwise the same result on 1 and
+    2 threads."""
     before = torch.get_num_threads()
     results = []
     try:
@@ -205,7 +207,7 @@ def test_row_panels_same_bits_on_any_thread_count(isa):
             torch.set_num_threads(threads)
             torch.manual_seed(0)
             out = []
-            for rows, k, n in [(16, 2048, 512), (1, 4096, 2048)]:
+            for rows, k, n in [(16, 2048, 512), (1, 4096, 2048), (2, 4096, 2048)]:
                 x, w, b = make(rows, k, n, torch.float32)
                 y = fusedmlp.linear_relu(x, w, b)
                 out += torch.autograd.grad(y, (x, w, b), torch.randn_like(y))
@@ -214,3 +216,93 @@ def test_row_panels_same_bits_on_any_thread_count(isa):
         torch.set_num_threads(before)
     for a, c in zip(*results):
         assert torch.equal(a, c)
+
+
+# The backward sweep (gemm.cpp's backward_sweep, MicroKernel::sweep): with 1 or 2 rows and
+# both grad_x and grad_w wanted, one pass over W computes both (and grad_b).
+
+def backward_paths(op_args, mask):
+    """The path counters that one backward call moved, and by how much."""
+    before = path_counts()
+    torch.ops.fusedmlp.linear_act_backward(*op_args, mask)
+    after = path_counts()
+    return {p: after[p] - before[p] for p in after if after[p] != before[p]}
+
+
+def act_backward_args(rows, k, n, dtype, activation, slope=0.01):
+    """linear_act_backward's arguments before output_mask, saved as ops.py saves it."""
+    x, w, b = scaled_inputs(rows, k, n, dtype)
+    x, w, b = x.detach(), w.detach(), b.detach()
+    y, z = torch.ops.fusedmlp.linear_act_pre(x, w, b, activation, slope)
+    saved = z if _saves_pre_activation(activation, slope) else y
+    return [torch.randn_like(y), x, w, None if activation == "identity" else saved,
+            activation, slope]
+
+
+def test_backward_sweep_takes_one_and_two_rows(isa):
+    """1 and 2 rows with grad_x and grad_w wanted take the sweep and no GEMM; 3 rows, a
+    mask without grad_x or grad_w, a column-major W or x (B not row-major) take the
+    GEMMs."""
+    sweep = {"backward_sweeps": 1}
+    for rows in (1, 2):
+        args = act_backward_args(rows, 784, 128, torch.float32, "relu")
+        assert backward_paths(args, [True, True, True]) == sweep
+        assert backward_paths(args, [True, True, False]) == sweep
+        assert "backward_sweeps" not in backward_paths(args, [True, False, True])
+        assert "backward_sweeps" not in backward_paths(args, [False, True, True])
+        w_cols = args[:2] + [same_values_other_layout(args[2])] + args[3:]
+        assert "backward_sweeps" not in backward_paths(w_cols, [True, True, True])
+    args = act_backward_args(2, 784, 128, torch.float32, "relu")
+    x_cols = args[:1] + [same_values_other_layout(args[1])] + args[2:]
+    assert "backward_sweeps" not in backward_paths(x_cols, [True, True, True])
+    args = act_backward_args(3, 784, 128, torch.float32, "relu")
+    assert "backward_sweeps" not in backward_paths(args, [True, True, True])
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_backward_sweep_gives_the_gemms_bits(isa, activation, dtype):
+    """Each element gets the two GEMMs' FMA sequence: grad_x, grad_w and grad_b from the
+    sweep are bitwise those of grad_x alone and grad_w with grad_b alone (each on its GEMM),
+    for every activation (exp/erf/tanh derivatives computed first, the others as the sweep
+    reads grad_y), a negative leaky slope (derivative from z), widths that end mid-vector,
+    and 1031 / 2100 columns (more than one 1024-column stretch of grad_x in L1). One
+    column of W is the exception for grad_x (close, not bitwise: see below)."""
+    for rows, k, n in [(1, 1, 37), (2, 3, 5), (1, 17, 129), (2, 129, 10), (1, 1031, 19),
+                       (2, 2100, 7)]:
+        for slope in ((0.01, -0.2) if activation == "leaky_relu" else (0.01,)):
+            args = act_backward_args(rows, k, n, dtype, activation, slope)
+            assert backward_paths(args, [True, True, True]) == {"backward_sweeps": 1}
+            gx, gw, gb = torch.ops.fusedmlp.linear_act_backward(*args, [True, True, True])
+            gx_alone, _, _ = torch.ops.fusedmlp.linear_act_backward(*args, [True, False, False])
+            _, gw_alone, gb_alone = torch.ops.fusedmlp.linear_act_backward(
+                *args, [False, True, True])
+            if k == 1:  # W of one column is also Wᵀ row-major: grad_x alone may take the
+                # dot-product kernel (lane-wise partial sums), so only close
+                assert_close_to(gx, gx_alone.double(), n)
+            else:
+                assert torch.equal(gx, gx_alone)
+            assert torch.equal(gw, gw_alone)
+            assert torch.equal(gb, gb_alone)
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_backward_sweep_nan_inf(isa, rows, dtype):
+    """NaN/Inf in x, W, b and grad_y through the sweep: the special values of
+    relu(F.linear(...))'s gradients (torch's threshold_backward lets NaN through)."""
+    x, w, b = make(rows, 12, 10, dtype, requires_grad=False)
+    x[0, 3] = float("nan")
+    x[rows - 1, 0] = float("inf")
+    w[4, 5] = float("-inf")
+    b[7] = float("nan")
+    x, w, b = (t.requires_grad_() for t in (x, w, b))
+    y = fusedmlp.linear_relu(x, w, b)
+    y_ref = torch.relu(torch.nn.functional.linear(x, w, b))
+    grad_y = torch.randn_like(y)
+    grad_y[0, 0] = float("nan")
+    before = path_counts()["backward_sweeps"]
+    grads = torch.autograd.grad(y, (x, w, b), grad_y)
+    assert path_counts()["backward_sweeps"] == before + 1
+    for g, g_ref in zip(grads, torch.autograd.grad(y_ref, (x, w, b), grad_y)):
+        assert_same_special_values(g, g_ref)

@@ -34,6 +34,13 @@ void cpu_gemm(DType dtype, const fusedmlp::GemmProblem& problem, const at::Tenso
   }
 }
 
+bool cpu_gemm_pair(DType dtype, const fusedmlp::GemmProblem& grad_x,
+                   const fusedmlp::GemmProblem& grad_w) {
+  if (dtype == DType::f32)
+    return backward_sweep(typed_problem<float>(grad_x), typed_problem<float>(grad_w));
+  return backward_sweep(typed_problem<double>(grad_x), typed_problem<double>(grad_w));
+}
+
 void cpu_activation_grad(DType dtype, Activation act, double slope, int order, int64_t count,
                          const void* g, const void* s, void* out, const at::Tensor& /*like*/) {
   if (dtype == DType::f32) {
@@ -106,8 +113,8 @@ void cpu_row_blocks(int64_t rows, int64_t bytes_per_row, int64_t macs_per_row,
 
 // derive_once: the exp/erf/tanh derivatives cost more than the GEMMs' packing would
 // repeat them (each GEMM packs grad_y once per column block): computed once instead.
-constexpr Backend kCpu{&cpu_dtype, &cpu_gemm, &cpu_activation_grad, /*derive_once=*/true,
-                       &cpu_row_blocks};
+constexpr Backend kCpu{&cpu_dtype,      &cpu_gemm,      &cpu_activation_grad,
+                       /*derive_once=*/true, &cpu_row_blocks, &cpu_gemm_pair};
 
 }  // namespace
 

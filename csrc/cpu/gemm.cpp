@@ -78,7 +78,7 @@ T* scratch(int slot, int64_t count) {
 }
 
 // GEMM calls per path since start-up (gemm_path_counts()).
-std::atomic<int64_t> dot_calls{0}, packed_calls{0}, row_panel_calls{0};
+std::atomic<int64_t> dot_calls{0}, packed_calls{0}, row_panel_calls{0}, sweep_calls{0};
 
 struct Blocking {
   int64_t mc, nc, kc;  // block sizes (mc % MR == 0, nc % NR == 0)
@@ -312,9 +312,69 @@ void gemm(const GemmProblem<T>& pb) {
   }
 }
 
+template <typename T>
+bool backward_sweep(const GemmProblem<T>& gx, const GemmProblem<T>& gw) {
+  const int64_t rows = gx.m, n_out = gx.k, cols = gx.n;
+  // Exactly the pair linear_ops.cpp builds: gx = g' · W (B = W, n_out x cols), gw = g'ᵀ · x
+  // (A = gᵀ, B = x, rows x cols), plain stores (no bias, activation or pre-activation).
+  const bool pair = rows >= 1 && rows <= 2 && n_out > 0 && cols > 0 && gw.m == n_out &&
+                    gw.n == cols && gw.k == rows && gx.c && gw.c && gx.a.data == gw.a.data &&
+                    gx.a_saved.data == gw.a_saved.data && gx.a_act == gw.a_act;
+  const bool plain = !gx.bias && !gw.bias && !gx.c_pre && !gw.c_pre &&
+                     gx.act == Activation::identity && gw.act == Activation::identity &&
+                     !gx.a_row_sums;
+  // W and x rows read with vector loads; a derivative the scalar loop below computes with
+  // the packers' bits (a select or one multiply; exp/erf/tanh are derived before on CPU).
+  const Activation act = gx.a_saved.data ? gx.a_act : Activation::identity;
+  if (!pair || !plain || gx.b.col_stride != 1 || gw.b.col_stride != 1 || transcendental(act))
+    return false;
+  const MicroKernel<T> uk = active_microkernel<T>();
+  if (!uk.sweep) return false;
+  sweep_calls.fetch_add(1, std::memory_order_relaxed);
+  // d = g' (rows x n_out), and grad_b as the packers sum it: from zero, rows ascending.
+  T* d = scratch<T>(0, rows * n_out);
+  visit_activation(act, [&](auto a) {
+    using A = decltype(a);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t n = 0; n < n_out; ++n)
+        d[r * n_out + n] = gx.a_saved.data ? grad_scalar<A>(gx.a(r, n), gx.a_saved(r, n), gx.slope)
+                                           : gx.a(r, n);
+  });
+  if (gw.a_row_sums) {
+    for (int64_t n = 0; n < n_out; ++n) {
+      T sum = T(0);
+      for (int64_t r = 0; r < rows; ++r) sum += d[r * n_out + n];
+      gw.a_row_sums[n] = sum;
+    }
+  }
+  // Column ranges per thread (whole cache lines): every element's sums run in one thread
+  // in the same order, so the bits do not depend on the thread count. Threads as gemm()
+  // would give the two GEMMs: none for a small layer.
+  const int64_t work = 2 * rows * n_out * cols;
+  const int64_t threads =
+      std::clamp<int64_t>(work / kMinWorkPerThread, 1, at::get_num_threads());
+  const int64_t chunk = round_up(ceil_div(cols, threads), 64 / sizeof(T));
+  const auto run = [&](int64_t begin, int64_t end) {
+    for (int64_t t = begin; t < end; ++t) {
+      const int64_t j0 = t * chunk, j1 = std::min(cols, j0 + chunk);
+      if (j0 >= j1) continue;
+      uk.sweep(static_cast<int>(rows), n_out, j1 - j0, d, n_out, gx.b.data + j0,
+               gx.b.row_stride, gw.b.data + j0, gw.b.row_stride, gx.c + j0, gx.n, gw.c + j0,
+               gw.n);
+    }
+  };
+  if (threads == 1) {
+    run(0, 1);
+  } else {
+    at::parallel_for(0, threads, 1, run);
+  }
+  return true;
+}
+
 GemmPathCounts gemm_path_counts() {
   return {dot_calls.load(std::memory_order_relaxed), packed_calls.load(std::memory_order_relaxed),
-          row_panel_calls.load(std::memory_order_relaxed)};
+          row_panel_calls.load(std::memory_order_relaxed),
+          sweep_calls.load(std::memory_order_relaxed)};
 }
 
 double fma_peak_gflops() {
@@ -377,6 +437,8 @@ void derived_row_sums(const GemmProblem<T>& pb) {
 
 template void gemm<float>(const GemmProblem<float>&);
 template void gemm<double>(const GemmProblem<double>&);
+template bool backward_sweep<float>(const GemmProblem<float>&, const GemmProblem<float>&);
+template bool backward_sweep<double>(const GemmProblem<double>&, const GemmProblem<double>&);
 template BlockingInfo blocking_info<float>();
 template BlockingInfo blocking_info<double>();
 template void elementwise_grad<float>(const float*, const float*, float*, int64_t, Activation,

@@ -76,11 +76,22 @@ GemmProblem<T> typed_problem(const fusedmlp::GemmProblem& p) {
 template <typename T>
 void gemm(const GemmProblem<T>& problem);
 
+// The backward's two GEMMs of a batch of 1 or 2 rows, grad_x = g' · W (`grad_x`: m rows,
+// B = W row-major) and grad_w = g'ᵀ · x (`grad_w`, with grad_b as its a_row_sums if set;
+// B = x row-major), as linear_ops.cpp builds them, solved in one pass over W
+// (MicroKernel::sweep): W is read and grad_w written once, together. The same bits as
+// gemm() on each. Returns false, having written nothing, for any other form: more rows,
+// strided W or x rows, a bias or epilogue, a derivative with exp/erf/tanh still to apply
+// (the CPU backend derives those first).
+template <typename T>
+bool backward_sweep(const GemmProblem<T>& grad_x, const GemmProblem<T>& grad_w);
+
 // How many GEMMs (of either dtype, m and n > 0) took each path since start-up: the
-// dot-product tiles, packed panels, or the row-panel kernel over B in place. For tests
-// and diagnostics (which kernel a shape gets); counted once per call, not per tile.
+// dot-product tiles, packed panels, or the row-panel kernel over B in place; and the
+// backward pairs backward_sweep() took. For tests and diagnostics (which kernel a shape
+// gets); counted once per call, not per tile.
 struct GemmPathCounts {
-  int64_t dot, packed, row_panels;
+  int64_t dot, packed, row_panels, backward_sweeps;
 };
 GemmPathCounts gemm_path_counts();
 

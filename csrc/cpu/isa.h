@@ -65,6 +65,14 @@ struct MicroKernel {
   void (*rows)(int64_t kc, const T* a, int64_t a_row_stride, int64_t a_k_stride, const T* b,
                int64_t ldb, T* c, int64_t ldc, int m_valid, int64_t n, const T* bias,
                bool accumulate);
+  // grad_x and grad_w of rows = 1 or 2 rows of the backward in one pass over W (gemm.cpp's
+  // backward_sweep): for each of W's n_out rows, gx[r, :] += d[r, n] W[n, :] and
+  // gw[n, :] = sum_r d[r, n] x[r, :], over `cols` columns (any; the last vector masked);
+  // d (rows x n_out, row stride ldd) is g', already derived. Each element gets `rows`'
+  // FMA sequence for grad_x and grad_w, so the same bits as the two GEMMs.
+  void (*sweep)(int rows, int64_t n_out, int64_t cols, const T* d, int64_t ldd, const T* w,
+                int64_t ldw, const T* x, int64_t ldx, T* gx, int64_t ldgx, T* gw,
+                int64_t ldgw);
   // Packing helper for B = W^T: transposes a tile x tile block,
   // dst[p * dst_ld + j] = src[j * src_ld + p]. Null (tile 0) where plain C++ does as well.
   int transpose_tile;

@@ -254,6 +254,9 @@ template <typename T>
 struct Grads {
   std::vector<T> grad_x, grad_w, grad_b, grad_b_alone;
   bool ran = false;
+  // Whether backward_sweep solved grad_x and grad_w, and whether its bits differed from
+  // the two GEMMs'.
+  bool swept = false, sweep_bits_differ = false;
 };
 
 // The kernels' outputs for one case: the forward, and backward the CPU backend's way
@@ -313,36 +316,61 @@ void backward(const Case& cs, const Matrix<T>& x, const Matrix<T>& w, const Matr
   const fusedmlp::Operand g_saved = derive ? s2 : fusedmlp::Operand{};
   // NaN, not zero: an element the driver forgets to write shows up.
   const T unset = std::numeric_limits<T>::quiet_NaN();
-  fusedmlp::GemmProblem pb;
-  pb.a_act = derive ? cs.act : Activation::identity;
-  pb.slope = cs.slope;
-  if (want[0]) {
-    out.grad_x.assign(rows * in, unset);
-    pb.m = rows;
-    pb.n = in;
-    pb.k = out_features;
-    pb.a = g2;
-    pb.a_saved = g_saved;
-    pb.b = w.rows_of().transposed();
-    pb.c = out.grad_x.data();
-    pb.ldc = in;
-    gemm<T>(pb);
+  std::vector<T>& gb = alone ? out.grad_b_alone : out.grad_b;
+  if (want[0]) out.grad_x.assign(rows * in, unset);
+  if (want[1]) out.grad_w.assign(out_features * in, unset);
+  if (want[1] || want[2]) gb.assign(out_features, unset);
+  fusedmlp::GemmProblem px;  // grad_x
+  px.a_act = derive ? cs.act : Activation::identity;
+  px.slope = cs.slope;
+  px.m = rows;
+  px.n = in;
+  px.k = out_features;
+  px.a = g2;
+  px.a_saved = g_saved;
+  px.b = w.rows_of().transposed();
+  px.c = want[0] ? out.grad_x.data() : nullptr;
+  px.ldc = in;
+  fusedmlp::GemmProblem pw = px;  // grad_w and grad_b
+  pw.m = out_features;
+  pw.n = want[1] ? in : 0;
+  pw.k = rows;
+  pw.a = g2.transposed();
+  pw.a_saved = g_saved.transposed();
+  pw.b = x.rows_of().transposed();
+  pw.c = want[1] ? out.grad_w.data() : nullptr;
+  pw.a_row_sums = gb.data();
+  // The backend's gemm_pair (backend_cpu.cpp): both at once where the sweep takes them.
+  // Then the two GEMMs as well, which must give the same bits.
+  if (want[0] && want[1] &&
+      fusedmlp::cpu::backward_sweep(fusedmlp::cpu::typed_problem<T>(px),
+                                    fusedmlp::cpu::typed_problem<T>(pw))) {
+    out.swept = true;
+    std::vector<T> gx2(out.grad_x.size(), unset), gw2(out.grad_w.size(), unset),
+        gb2(gb.size(), unset);
+    px.c = gx2.data();
+    pw.c = gw2.data();
+    pw.a_row_sums = gb2.data();
+    gemm<T>(px);
+    gemm<T>(pw);
+    // Bit for bit, except that any NaN matches any NaN: which operand's payload and sign
+    // an FMA of two NaNs passes on depends on the instruction form the compiler picked.
+    const auto same = [](const std::vector<T>& a, const std::vector<T>& b) {
+      for (size_t i = 0; i < a.size(); ++i)
+        if (!(std::isnan(a[i]) && std::isnan(b[i])) &&
+            std::memcmp(&a[i], &b[i], sizeof(T)) != 0)
+          return false;
+      return a.size() == b.size();
+    };
+    // One column of W is also Wᵀ row-major: grad_x alone may then take the dot-product
+    // kernel, whose lane-wise partial sums round differently (checked against the
+    // reference like every other path).
+    out.sweep_bits_differ = (in > 1 && !same(gx2, out.grad_x)) || !same(gw2, out.grad_w) ||
+                            !same(gb2, gb);
+    return;
   }
-  if (want[1] || want[2]) {
-    std::vector<T>& gb = alone ? out.grad_b_alone : out.grad_b;
-    if (want[1]) out.grad_w.assign(out_features * in, unset);
-    gb.assign(out_features, unset);
-    pb.m = out_features;
-    pb.n = want[1] ? in : 0;
-    pb.k = rows;
-    pb.a = g2.transposed();
-    pb.a_saved = g_saved.transposed();
-    pb.b = x.rows_of().transposed();
-    pb.c = want[1] ? out.grad_w.data() : nullptr;
-    pb.ldc = in;
-    pb.a_row_sums = gb.data();
-    gemm<T>(pb);
-  }
+  if (want[0]) gemm<T>(px);
+  if (want[1] || want[2]) gemm<T>(pw);
 }
 
 // linear_ops.cpp's forward and backward.
@@ -426,6 +454,13 @@ template <typename T>
 void check_grads(Tally& tally, const std::string& tag, const Case& cs, const Grads<T>& got,
                  const Reference& ref, double loosen = 1.0) {
   if (!got.ran) return;
+  if (got.swept) {
+    ++tally.checks;
+    if (got.sweep_bits_differ) {
+      ++tally.failures;
+      std::printf("  FAIL %s: backward_sweep's bits differ from the two GEMMs'\n", tag.c_str());
+    }
+  }
   compare(tally, tag + " grad_x", got.grad_x.data(), ref.gx, cs.k, cs.n, ref.scale, loosen);
   compare(tally, tag + " grad_w", got.grad_w.data(), ref.gw, cs.k, cs.m, ref.scale, loosen);
   compare(tally, tag + " grad_b", got.grad_b.data(), ref.gb, 1, cs.m, ref.scale, loosen);
