@@ -191,7 +191,9 @@ template <class V, int MR, int NV, int TOP_MR = MR, int TOP_NV = NV>
 void row_panel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64_t a_k_stride,
                const typename V::T* b, int64_t ldb, typename V::T* c, int64_t ldc, int m_valid,
                int64_t n, const typename V::T* bias, bool accumulate) {
-  if constexpr (MR > 1) {
+  // Down to 3 rows only: rows_kernel gives 1 and 2 rows to row_stream.
+  static_assert(MR >= 3, "row_panel takes 3 rows or more");
+  if constexpr (MR > 3) {
     if (m_valid < MR) {
       constexpr int wide = (TOP_MR + 1) * TOP_NV / MR;  // for MR - 1 rows
       constexpr int nv = wide > 8 ? 8 : wide < TOP_NV ? TOP_NV : wide;
