@@ -25,7 +25,10 @@ forward, and forward + torch.autograd.grad); that of
 the training step is the step with the model's forward and backward free (floor_step:
 zero_grad, the loss and its backward on ready logits, gradients handed over, the SGD
 step). A target above its ceiling would need more multiply-adds per second than the cores
-can issue, or Python and the autograd engine to cost less than their own floor.
+can issue, or Python and the autograd engine to cost less than their own floor. The
+ceiling counts FLOPs, not memory traffic: where the weights stream from L2 and little is
+computed per byte (batch 1-4 at 784->128: W and grad_w are 400 KiB each), the true bound
+is lower than printed (benchmarks/NOTES.md measures it for 1x784->128).
 
 --device cuda runs benchmarks/bench_gpu.py (the GPU tables) with the remaining options.
 """
