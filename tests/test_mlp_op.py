@@ -262,9 +262,12 @@ def test_frozen_layers_and_input_without_grad():
         assert fusedmlp.mlp(x, weights, biases).grad_fn is None
 
 
-def test_deterministic_for_any_thread_count():
+# 768 rows: three 256-row blocks on one thread, two of 384 on two (backend_cpu.cpp rounds
+# the block count to the threads); 1500: six blocks either way.
+@pytest.mark.parametrize("rows", [768, 1500])
+def test_deterministic_for_any_thread_count(isa, rows):
     weights, biases = make_layers([300, 128, 10], torch.float32)
-    x = torch.randn(1500, 300, requires_grad=True)
+    x = torch.randn(rows, 300, requires_grad=True)
     before = torch.get_num_threads()
     results = []
     try:

@@ -74,9 +74,14 @@ void cpu_activation_grad(DType dtype, Activation act, double slope, int order, i
 // At most kMlpMaxBlockRows rows: the dot-product forward's limit (gemm.cpp), so every
 // block's GEMMs read x and W in place where the ISA's dot-product kernel takes that many
 // rows (AVX2). The seed's 784-128-10 (fp32) gets 256-row blocks: a batch of up to 256
-// rows runs exactly as the per-layer ops do. The block size depends
-// on the shapes only, never on the thread count, so results are the same for any thread
-// count.
+// rows runs exactly as the per-layer ops do. With threads, the block count is made a
+// multiple of the thread count where a block size in [kMlpMinBlockRows,
+// kMlpMaxBlockRows] allows it (at::parallel_for gives each thread ceil(blocks / threads)
+// blocks: 768 rows as 3 blocks ran 2 + 1, 1.49x over 1 thread; as 2 of 384, NOTES.md).
+// Every block size in that range takes the same kernels for every row (AVX-512: the
+// packed panels, above its 64-row dot limit; the other ISAs: the dot tiles, up to 512
+// rows), whose bits do not depend on the row count, so results are the same for any
+// thread count.
 constexpr int64_t kMlpBlockBytes = 128 * 1024;
 constexpr int64_t kMlpMinBlockRows = 256;
 constexpr int64_t kMlpMaxBlockRows = 512;
@@ -96,14 +101,28 @@ void cpu_row_blocks(int64_t rows, int64_t bytes_per_row, int64_t macs_per_row,
   int64_t block = std::clamp<int64_t>(kMlpBlockBytes / std::max<int64_t>(bytes_per_row, 1),
                                       kMlpMinBlockRows, kMlpMaxBlockRows);
   block = block / 16 * 16;  // whole micro-kernel row panels
-  const int64_t blocks = (rows + block - 1) / block;
+  int64_t blocks = (rows + block - 1) / block;
+  // Blocks go to threads when there are enough of them; with fewer blocks than threads
+  // each GEMM spreads its own columns over the threads instead (gemm.cpp).
+  const int64_t threads = at::get_num_threads();
+  const bool parallel =
+      blocks >= threads && threads > 1 && rows * macs_per_row >= 2 * kMlpMinWorkPerThread;
+  if (parallel && blocks % threads != 0) {
+    // Whole rounds: more, smaller blocks if they stay at least kMlpMinBlockRows, else
+    // fewer, larger ones up to kMlpMaxBlockRows.
+    for (const int64_t count : {(blocks / threads + 1) * threads, blocks / threads * threads}) {
+      const int64_t size = ((rows + count - 1) / count + 15) / 16 * 16;
+      if (size >= kMlpMinBlockRows && size <= kMlpMaxBlockRows &&
+          (rows + size - 1) / size == count) {
+        block = size;
+        blocks = count;
+        break;
+      }
+    }
+  }
   const auto run_blocks = [&](int64_t begin, int64_t end) {
     for (int64_t b = begin; b < end; ++b) run(b * block, std::min(rows, (b + 1) * block));
   };
-  // Blocks go to threads when there are enough of them; with fewer blocks than threads
-  // each GEMM spreads its own columns over the threads instead (gemm.cpp).
-  const bool parallel = blocks >= at::get_num_threads() && at::get_num_threads() > 1 &&
-                        rows * macs_per_row >= 2 * kMlpMinWorkPerThread;
   if (parallel) {
     at::parallel_for(0, blocks, 1, run_blocks);
   } else {
