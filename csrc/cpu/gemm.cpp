@@ -353,7 +353,7 @@ bool backward_sweep(const GemmProblem<T>& gx, const GemmProblem<T>& gw) {
   const MicroKernel<T> uk = active_microkernel<T>();
   if (!uk.sweep) return false;
   sweep_calls.fetch_add(1, std::memory_order_relaxed);
-  // d = g' (rows x n_out), and grad_b as the packers sum it: from zero, rows ascending.
+  // d = g' (rows x n_out); grad_b as gemm() would sum it without a GEMM to pack for.
   T* d = scratch<T>(0, rows * n_out);
   visit_activation(act, [&](auto a) {
     using A = decltype(a);
@@ -362,13 +362,7 @@ bool backward_sweep(const GemmProblem<T>& gx, const GemmProblem<T>& gw) {
         d[r * n_out + n] = gx.a_saved.data ? grad_scalar<A>(gx.a(r, n), gx.a_saved(r, n), gx.slope)
                                            : gx.a(r, n);
   });
-  if (gw.a_row_sums) {
-    for (int64_t n = 0; n < n_out; ++n) {
-      T sum = T(0);
-      for (int64_t r = 0; r < rows; ++r) sum += d[r * n_out + n];
-      gw.a_row_sums[n] = sum;
-    }
-  }
+  if (gw.a_row_sums) derived_row_sums(gw);
   // Column ranges per thread (whole cache lines): every element's sums run in one thread
   // in the same order, so the bits do not depend on the thread count. Threads as gemm()
   // would give the two GEMMs: none for a small layer.

@@ -127,6 +127,21 @@ void microkernel(int64_t kc, const typename V::T* a, int64_t a_row_stride, int64
   store_tile<V, MR, NV>(c, ldc, m_valid, n_valid, acc);
 }
 
+// A vector at p, or (Partial) only its first `last` lanes: the masked edge of a row
+// that the row kernels below share.
+template <class V, bool Partial>
+__attribute__((always_inline)) inline typename V::Reg load_edge(const typename V::T* p,
+                                                                int last) {
+  if constexpr (Partial) return V::load_partial(p, last);
+  else return V::load(p);
+}
+template <class V, bool Partial>
+__attribute__((always_inline)) inline void store_edge(typename V::T* p, typename V::Reg v,
+                                                      int last) {
+  if constexpr (Partial) V::store_partial(p, v, last);
+  else V::store(p, v);
+}
+
 // One R x NV-vector tile of the row-panel kernel below: the same init, FMA sequence
 // (K ascending) and single store per element as microkernel, with B read in place and,
 // when Partial (NV == 1 then), only the first `last` lanes of the vector loaded and stored.
@@ -138,10 +153,7 @@ __attribute__((always_inline)) inline void row_tile(
   static_assert(!Partial || NV == 1, "only a one-vector tile is partial");
   constexpr int W = V::width;
   using Reg = typename V::Reg;
-  const auto load = [&](const typename V::T* p) {
-    if constexpr (Partial) return V::load_partial(p, last);
-    else return V::load(p);
-  };
+  const auto load = [&](const typename V::T* p) { return load_edge<V, Partial>(p, last); };
   Reg acc[R][NV];
   if (accumulate) {
 #pragma GCC unroll 16
@@ -170,10 +182,7 @@ __attribute__((always_inline)) inline void row_tile(
 #pragma GCC unroll 16
   for (int i = 0; i < R; ++i)
 #pragma GCC unroll 8
-    for (int j = 0; j < NV; ++j) {
-      if constexpr (Partial) V::store_partial(c + i * ldc + j * W, acc[i][j], last);
-      else V::store(c + i * ldc + j * W, acc[i][j]);
-    }
+    for (int j = 0; j < NV; ++j) store_edge<V, Partial>(c + i * ldc + j * W, acc[i][j], last);
 }
 
 // The register-tile form of MicroKernel::rows (rows_kernel below): a whole row panel,
@@ -239,15 +248,13 @@ __attribute__((always_inline)) inline void stream_steps(const typename V::Reg (&
   using Reg = typename V::Reg;
   Reg bv[S];
 #pragma GCC unroll 4
-  for (int s = 0; s < S; ++s)
-    bv[s] = Partial ? V::load_partial(b + s * ldb, last) : V::load(b + s * ldb);
+  for (int s = 0; s < S; ++s) bv[s] = load_edge<V, Partial>(b + s * ldb, last);
 #pragma GCC unroll 2
   for (int r = 0; r < R; ++r) {
-    Reg acc = Partial ? V::load_partial(c + r * ldc, last) : V::load(c + r * ldc);
+    Reg acc = load_edge<V, Partial>(c + r * ldc, last);
 #pragma GCC unroll 4
     for (int s = 0; s < S; ++s) acc = V::fma(av[r][s], bv[s], acc);
-    if constexpr (Partial) V::store_partial(c + r * ldc, acc, last);
-    else V::store(c + r * ldc, acc);
+    store_edge<V, Partial>(c + r * ldc, acc, last);
   }
 }
 
@@ -352,22 +359,15 @@ __attribute__((always_inline)) inline void sweep_step(const typename V::Reg (&dv
                                                       typename V::T* const (&gx)[R],
                                                       typename V::T* gw, int64_t j, int last) {
   using Reg = typename V::Reg;
-  const auto load = [&](const typename V::T* p) {
-    if constexpr (Partial) return V::load_partial(p, last);
-    else return V::load(p);
-  };
-  const auto store = [&](typename V::T* p, Reg v) {
-    if constexpr (Partial) V::store_partial(p, v, last);
-    else V::store(p, v);
-  };
-  const Reg wv = load(w + j);
+  const Reg wv = load_edge<V, Partial>(w + j, last);
   Reg acc = V::zero();
 #pragma GCC unroll 2
   for (int r = 0; r < R; ++r) {
-    store(gx[r] + j, V::fma(dv[r], wv, load(gx[r] + j)));
-    acc = V::fma(dv[r], load(x[r] + j), acc);
+    store_edge<V, Partial>(gx[r] + j, V::fma(dv[r], wv, load_edge<V, Partial>(gx[r] + j, last)),
+                           last);
+    acc = V::fma(dv[r], load_edge<V, Partial>(x[r] + j, last), acc);
   }
-  store(gw + j, acc);
+  store_edge<V, Partial>(gw + j, acc, last);
 }
 
 template <class V, int R>
