@@ -353,7 +353,7 @@ bool backward_sweep(const GemmProblem<T>& gx, const GemmProblem<T>& gw) {
   const MicroKernel<T> uk = active_microkernel<T>();
   if (!uk.sweep) return false;
   sweep_calls.fetch_add(1, std::memory_order_relaxed);
-  // d = g' (rows x n_out); grad_b as gemm() would sum it without a GEMM to pack for.
+  // d = g' (rows x n_out), and grad_b as the packers sum it: from zero, rows ascending.
   T* d = scratch<T>(0, rows * n_out);
   visit_activation(act, [&](auto a) {
     using A = decltype(a);
@@ -362,7 +362,17 @@ bool backward_sweep(const GemmProblem<T>& gx, const GemmProblem<T>& gw) {
         d[r * n_out + n] = gx.a_saved.data ? grad_scalar<A>(gx.a(r, n), gx.a_saved(r, n), gx.slope)
                                            : gx.a(r, n);
   });
-  if (gw.a_row_sums) derived_row_sums(gw);
+  // Summed from d as stored, not through derived_row_sums: that one adds each derivative
+  // as it is computed, which a compiler may contract into an FMA (aarch64 does, for
+  // relu_squared's g * 2z), and the packers' sums, which these must match bit for bit,
+  // add the stored value.
+  if (gw.a_row_sums) {
+    for (int64_t n = 0; n < n_out; ++n) {
+      T sum = T(0);
+      for (int64_t r = 0; r < rows; ++r) sum += d[r * n_out + n];
+      gw.a_row_sums[n] = sum;
+    }
+  }
   // Column ranges per thread (whole cache lines): every element's sums run in one thread
   // in the same order, so the bits do not depend on the thread count. Threads as gemm()
   // would give the two GEMMs: none for a small layer.
