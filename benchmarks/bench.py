@@ -25,7 +25,11 @@ forward, and forward + torch.autograd.grad); that of
 the training step is the step with the model's forward and backward free (floor_step:
 zero_grad, the loss and its backward on ready logits, gradients handed over, the SGD
 step). A target above its ceiling would need more multiply-adds per second than the cores
-can issue, or Python and the autograd engine to cost less than their own floor. The
+can issue, or Python and the autograd engine to cost less than their own floor. At batch 1
+the step's table also splits what the fused model adds to the floor ("model us") into its
+fixed cost ("fixed us": the same step and floor at 16-16-10, where the GEMMs are free) and
+the rest; "free-GEMM ceiling" is eager / (floor + fixed): the most that faster kernels alone
+could give the fused model. The
 ceiling counts FLOPs, not memory traffic: where the weights stream from L2 and little is
 computed per byte (batch 1-4 at 784->128: W and grad_w are 400 KiB each), the true bound
 is lower than printed (benchmarks/NOTES.md measures it for 1x784->128).
@@ -202,10 +206,10 @@ def add_ceilings(results):
             row["gemm_flop"] / 64 / peak / 1e3 + row["floor_batch1_us"])
 
 
-def training_step(model, rows, loss_fn=nn.CrossEntropyLoss()):
+def training_step(model, rows, loss_fn=nn.CrossEntropyLoss(), image_side=28):
     """The seed's training step on `model` and a fixed random batch of `rows` images:
     zero_grad, forward, CrossEntropyLoss, backward, SGD(lr=0.01) step."""
-    images = torch.randn(rows, 1, 28, 28)
+    images = torch.randn(rows, 1, image_side, image_side)
     labels = torch.randint(0, 10, (rows,))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
 
@@ -237,6 +241,17 @@ def floor_step(model, rows, loss_fn=nn.CrossEntropyLoss()):
     return step
 
 
+class SeedShapedNet(ClassicNet):
+    """The seed's network (flatten, Linear, ReLU, Linear to 10 classes) on side x side
+    images: at 4 x 4 with 16 hidden units its GEMMs cost next to nothing, so a step with it
+    measures the model's fixed cost (Python, dispatch, autograd nodes, allocations)."""
+
+    def __init__(self, side, hidden):
+        nn.Module.__init__(self)
+        self.fc1 = nn.Linear(side * side, hidden)
+        self.fc2 = nn.Linear(hidden, 10)
+
+
 def bench_training_step(batch, min_run_time, with_compile):
     torch.manual_seed(0)
 
@@ -257,7 +272,12 @@ def bench_training_step(batch, min_run_time, with_compile):
              "eager_batch1": make_step(copy.deepcopy(plain), rows=1),
              "fused_batch1": make_step(copy.deepcopy(fused), rows=1),
              "floor": floor_step(copy.deepcopy(plain), batch),
-             "floor_batch1": floor_step(copy.deepcopy(plain), 1)}
+             "floor_batch1": floor_step(copy.deepcopy(plain), 1),
+             # The fused model's fixed cost at batch 1: its step at 16-16-10 over that
+             # step's floor.
+             "fused_batch1_tiny": training_step(
+                 fusedmlp.fuse(SeedShapedNet(4, 16), plain_linear=True), 1, image_side=4),
+             "floor_batch1_tiny": floor_step(SeedShapedNet(4, 16), 1)}
     if with_compile:
         torch._dynamo.reset()
         steps["compile"] = make_step(torch.compile(ClassicNet()))
@@ -269,6 +289,12 @@ def bench_training_step(batch, min_run_time, with_compile):
     row["vs_eager"] = row["eager_us"] / row["fused_us"]
     row["fc1_vs_eager"] = row["eager_us"] / row["fused_fc1_us"]
     row["vs_eager_batch1"] = row["eager_batch1_us"] / row["fused_batch1_us"]
+    # What the model adds to the floor at batch 1, in all and without its GEMMs; with the
+    # GEMMs free, the step could at best run at eager / (floor + that fixed cost).
+    row["model_batch1_us"] = row["fused_batch1_us"] - row["floor_batch1_us"]
+    row["model_fixed_batch1_us"] = row["fused_batch1_tiny_us"] - row["floor_batch1_tiny_us"]
+    row["free_gemm_ceiling_batch1"] = row["eager_batch1_us"] / (
+        row["floor_batch1_us"] + row["model_fixed_batch1_us"])
     return row
 
 
@@ -461,7 +487,10 @@ def main(argv=None):
                      ("ceiling", ratio("ceiling")),
                      ("floor us, batch 1", us("floor_batch1_us")),
                      ("vs eager, batch 1", ratio("vs_eager_batch1")),
-                     ("ceiling, batch 1", ratio("ceiling_batch1"))],
+                     ("ceiling, batch 1", ratio("ceiling_batch1")),
+                     ("model us, batch 1", us("model_batch1_us")),
+                     ("fixed us, batch 1", us("model_fixed_batch1_us")),
+                     ("free-GEMM ceiling, batch 1", ratio("free_gemm_ceiling_batch1"))],
                     results["train"])
     if "mlp" not in skip and dtype == torch.float32:
         results["mlp"] = [bench_mlp_op_step(b, args.min_run_time) for b in (1, 64)]

@@ -41,6 +41,14 @@ def test_cpu_benchmark_writes_every_table(tmp_path):
     assert step["ceiling_batch1"] == step["eager_batch1_us"] / (gemm_us / 64
                                                                 + step["floor_batch1_us"])
     assert step["vs_eager_batch1"] == step["eager_batch1_us"] / step["fused_batch1_us"]
+    # batch 1: the fused model's share of the step, its fixed cost (16-16-10 over its own
+    # floor), and the ratio faster kernels alone could reach
+    assert step["model_batch1_us"] == step["fused_batch1_us"] - step["floor_batch1_us"]
+    assert step["model_fixed_batch1_us"] == (step["fused_batch1_tiny_us"]
+                                             - step["floor_batch1_tiny_us"])
+    assert step["free_gemm_ceiling_batch1"] == step["eager_batch1_us"] / (
+        step["floor_batch1_us"] + step["model_fixed_batch1_us"])
+    assert "free-GEMM ceiling, batch 1" in proc.stdout
     # Every table is headed by the CPU model, its caches and the ISA (RESULTS.md quotes it).
     info = fusedmlp.info()
     assert results["cpu"] == info["cpu"] and results["cpu_isa"] == info["cpu_isa"]
