@@ -95,6 +95,7 @@ def test_fuzz_against_float64_reference(inputs, relu, grad_seed):
 
 
 SLOPES = st.sampled_from([0.01, 0.2, -0.7])  # leaky_relu's; a negative one saves z
+WIDTHS = st.one_of(st.sampled_from([1, 2, 3, 7, 16, 17, 31, 128, 129]), st.integers(1, 300))
 
 
 def torch_activation(activation, z, slope):
@@ -211,9 +212,6 @@ def mlp_inputs(draw):
         if t is not None:
             t.requires_grad_(grad_weights)
     return x, weights, biases, activations, slopes, draw(st.sampled_from(AVAILABLE_ISAS))
-
-
-WIDTHS = st.one_of(st.sampled_from([1, 2, 3, 7, 16, 17, 31, 128, 129]), st.integers(1, 300))
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
