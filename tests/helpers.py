@@ -29,6 +29,32 @@ TORCH_ACTS = {
     "relu_squared": lambda z: F.relu(z) ** 2,
 }
 
+
+KINKED = ("relu", "leaky_relu")  # derivative jumps at 0: the side comes from our op
+
+
+def torch_activation(activation, z, slope=SLOPE):
+    """TORCH_ACTS[activation](z), with leaky_relu's slope given."""
+    if activation == "leaky_relu":
+        return F.leaky_relu(z, slope)
+    return TORCH_ACTS[activation](z)
+
+
+def reference_activation(activation, z, slope, side):
+    """activation(z) in float64, through which autograd differentiates as our op does: at
+    the kinks of relu and leaky_relu, on the side of 0 that `side` (True: z > 0, taken from
+    the op's output or saved z) gives: a z within rounding of 0 may have either sign in the
+    op, and the forward check covers the value there."""
+    if activation in KINKED:
+        return torch.where(side, z, z * (slope if activation == "leaky_relu" else 0.0))
+    return torch_activation(activation, z, slope)
+
+
+def activation_tolerance_scale(activation):
+    """What the linear-layer tolerances are multiplied by behind an activation: its slope
+    is at most ~1.13 (gelu), and 2|z| for relu_squared."""
+    return 10 if activation == "relu_squared" else 2
+
 ODD_SHAPES = [  # (rows, in_features, out_features)
     (1, 1, 1), (3, 17, 5), (17, 3, 1), (1, 129, 3), (7, 1, 13), (2, 31, 37),
     (129, 257, 131), (64, 784, 128), (5, 300, 41), (300, 70, 9),  # 300 rows: K-blocked grad_w

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 
 import fusedmlp
 from fusedmlp.ops import ACTIVATIONS
-from helpers import (SLOPE, TORCH_ACTS, assert_same_function, assert_same_special_values,
-                     check_nan_inf_parity, make, tolerances)
+from helpers import (KINKED, SLOPE, TORCH_ACTS, activation_tolerance_scale,
+                     assert_same_function, assert_same_special_values, check_nan_inf_parity,
+                     make, reference_activation, tolerances)
 
-KINKED = ("relu", "leaky_relu")  # derivative jumps at 0: the mask comes from our output
 DTYPES = [torch.float32, torch.float64]
 SHAPES = [(1, 1, 1), (3, 17, 5), (7, 1, 13), (129, 257, 131), (600, 37, 10), (5, 1100, 6)]
 
@@ -41,11 +41,7 @@ def reference(activation, x, w, b, y, grad_y):
     bd = b.detach().double().requires_grad_() if b is not None else None
     z = F.linear(xd, wd, bd)
     y_ref = TORCH_ACTS[activation](z)
-    if activation in KINKED:
-        slope = 0.0 if activation == "relu" else SLOPE
-        y_for_grad = torch.where(y.detach().double() > 0, z, z * slope)
-    else:
-        y_for_grad = y_ref
+    y_for_grad = reference_activation(activation, z, SLOPE, y.detach().double() > 0)
     inputs = [t for t in (xd, wd, bd) if t is not None]
     return y_ref, torch.autograd.grad(y_for_grad, inputs, grad_y.double())
 
@@ -55,8 +51,7 @@ def check_values_and_grads(fn, activation, x, w, b):
     grad_y = torch.randn_like(y)
     y_ref, grads_ref = reference(activation, x, w, b, y, grad_y)
     k = w.shape[1]
-    # The activations' slopes are at most ~1.13 (gelu) and 2|z| (relu_squared, |z| < ~5).
-    scale = 10 if activation == "relu_squared" else 2
+    scale = activation_tolerance_scale(activation)  # relu_squared: |z| < ~5 here
     tol = {name: scale * value for name, value in tolerances(y.dtype, k).items()}
     assert y.shape == y_ref.shape and y.dtype == x.dtype
     torch.testing.assert_close(y, y_ref.to(y.dtype), **tol)

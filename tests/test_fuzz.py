@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 import fusedmlp
 from conftest import AVAILABLE_ISAS
 from fusedmlp.ops import ACTIVATIONS, _saves_pre_activation
-from helpers import TORCH_ACTS, assert_close_to, reference, tolerances
+from helpers import (activation_tolerance_scale, assert_close_to, reference,
+                     reference_activation, tolerances, torch_activation)
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 SIZES = st.one_of(st.sampled_from([0, 1, 2, 3, 7, 13, 17, 31, 127, 129, 257]),
@@ -98,20 +99,6 @@ SLOPES = st.sampled_from([0.01, 0.2, -0.7])  # leaky_relu's; a negative one save
 WIDTHS = st.one_of(st.sampled_from([1, 2, 3, 7, 16, 17, 31, 128, 129]), st.integers(1, 300))
 
 
-def torch_activation(activation, z, slope):
-    if activation == "leaky_relu":
-        return F.leaky_relu(z, slope)
-    return TORCH_ACTS[activation](z)
-
-
-def reference_activation(activation, z, slope, side):
-    """activation(z) in float64, through which autograd differentiates as the op does: at
-    the kinks, on the side of 0 that `side` (True: z > 0, from the op) gives."""
-    if activation in ("relu", "leaky_relu"):
-        return torch.where(side, z, z * (slope if activation == "leaky_relu" else 0.0))
-    return torch_activation(activation, z, slope)
-
-
 def positive_side(activation, slope, output, pre):
     """Where the op's pre-activation is > 0, for a kinked activation: its output says so
     for relu and a non-negative slope; for a negative slope both sides are positive, and
@@ -123,11 +110,11 @@ def positive_side(activation, slope, output, pre):
 
 def assert_close_scaled(actual, expected, activation, k, factor=1):
     """actual against the float64 `expected` within tolerances(dtype, k) for sums of O(1)
-    terms, times the activation's slope bound (~1.13 for gelu, 2|z| for relu_squared) and
-    `factor`, the absolute part scaled by expected's largest magnitude: a sum's rounding
-    error grows with its terms, and an element where large terms cancel is as far off as
-    the largest of them allows (relu_squared stacks reach 1e4)."""
-    scale = factor * (10 if activation == "relu_squared" else 2)
+    terms, times activation_tolerance_scale and `factor`, the absolute part scaled by
+    expected's largest magnitude: a sum's rounding error grows with its terms, and an
+    element where large terms cancel is as far off as the largest of them allows
+    (relu_squared stacks reach 1e4)."""
+    scale = factor * activation_tolerance_scale(activation)
     tol = tolerances(actual.dtype, k)
     magnitude = max(1.0, expected.abs().max().item()) if expected.numel() else 1.0
     torch.testing.assert_close(actual, expected.to(actual.dtype), rtol=scale * tol["rtol"],

@@ -14,7 +14,8 @@ from torch import nn
 import fusedmlp
 from conftest import requires_cuda
 from fusedmlp.ops import ACTIVATIONS
-from helpers import SLOPE, TORCH_ACTS, OpLog, assert_same_function, tolerances
+from helpers import (SLOPE, TORCH_ACTS, OpLog, assert_same_function, tolerances,
+                     torch_activation)
 
 DTYPES = [torch.float32, torch.float64]
 SIZES = [13, 17, 5, 3]  # 3 layers: 13 -> 17 -> 5 -> 3
@@ -178,7 +179,7 @@ def test_returns_hidden_outputs_and_pre_activations():
     h, zs, outs = x, [], []
     for w, b, act, slope in zip(weights, biases, activations, slopes):
         z = F.linear(h, w, b)
-        h = F.leaky_relu(z, slope) if act == "leaky_relu" else TORCH_ACTS[act](z)
+        h = torch_activation(act, z, slope)
         outs.append(h)
         if act != "relu":
             zs.append(z)
