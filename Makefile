@@ -13,7 +13,8 @@ export MAX_JOBS ?= 2
 
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
 
-.PHONY: setup build test demo train bench info fuzz sanitize dist-check arm-check gemm-check clean
+.PHONY: setup build test demo train bench info fuzz sanitize dist-check arm-check gemm-check \
+	oldest-torch-check clean
 
 setup: $(VENV)/.built
 
@@ -84,6 +85,12 @@ dist-check: $(VENV)/.deps
 # when possible, skipped with a message when not). See scripts/arm_check.sh.
 arm-check: $(VENV)/.deps
 	PYTHON=$(PY) bash scripts/arm_check.sh
+
+# The whole suite against the oldest torch pyproject.toml accepts (2.11, also the lent GPU
+# machines' release), in its own venv and copy of the tree under build/oldest-torch (skipped
+# with a message where no index offers that torch). See scripts/oldest_torch_check.sh.
+oldest-torch-check:
+	PYTHON=$(PYTHON) bash scripts/oldest_torch_check.sh
 
 # The same standalone GEMM check, natively: every ISA this CPU has, no torch in the loop.
 gemm-check: $(VENV)/.deps
