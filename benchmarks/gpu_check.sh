@@ -122,9 +122,19 @@ step_smoke() {
 }
 
 # pytest FILTER: tests/test_cuda.py with that marker expression (collection only when dry).
+# For real, a GPU that torch cannot see (or a build without the CUDA kernels) fails the
+# step: every test would skip, and pytest would call that a pass.
 cuda_tests() {
   local collect=()
-  [ "$DRY_RUN" = 1 ] && collect=(--collect-only)
+  if [ "$DRY_RUN" = 1 ]; then
+    collect=(--collect-only)
+  else
+    "$PY" -c 'import sys, torch, fusedmlp
+gpu, built = torch.cuda.is_available(), fusedmlp.info()["cuda_built"]
+if not (gpu and built):
+    sys.exit(f"no CUDA tests can run: torch sees a GPU: {gpu}, CUDA kernels built: {built}")' \
+      || return 3
+  fi
   "$PY" -m pytest -q -rfEs -p no:cacheprovider --durations=5 "${collect[@]}" -m "$1" \
     tests/test_cuda.py
 }

@@ -76,12 +76,15 @@ def test_only_reruns_the_named_steps(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU these steps would really run")
 def test_a_failing_step_does_not_stop_the_next(tmp_path):
-    """Without a GPU the real smoke and bench steps fail: both are recorded, the run goes
-    on to the end, exits 1, and still leaves the same files."""
-    proc = run_script(tmp_path, "--only", "smoke,bench")
+    """Without a GPU the real smoke, CUDA test and bench steps fail (the test step rather
+    than pass with every test skipped): all are recorded, the run goes on to the end,
+    exits 1, and still leaves the same files."""
+    proc = run_script(tmp_path, "--only", "smoke,test_cuda,bench")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     summary = (tmp_path / "summary.txt").read_text()
-    assert re.findall(r"^(\w+)\s+FAIL\(rc=1\)", summary, re.M) == ["smoke", "bench"]
-    assert summary.rstrip().endswith("not passed: smoke bench")
+    assert re.findall(r"^(\w+)\s+FAIL\(rc=(\d)\)", summary, re.M) == [
+        ("smoke", "1"), ("test_cuda", "3"), ("bench", "1")]
+    assert "no CUDA tests can run: torch sees a GPU: False" in summary
+    assert summary.rstrip().endswith("not passed: smoke test_cuda bench")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "bench.md",
                                                           "logs.tar.gz", "summary.txt"]
