@@ -6,6 +6,10 @@
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #else
 #pragma GCC target("avx2,fma")
+// GCC notes that passing AVX registers by value changes the psABI. Every function here
+// that does has internal linkage (anonymous namespace), so no caller in another unit, built
+// for another ISA, can disagree on it.
+#pragma GCC diagnostic ignored "-Wpsabi"
 #include <immintrin.h>
 #endif
 

@@ -8,7 +8,18 @@
 #pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
 #else
 #pragma GCC target("avx512f,avx2,fma")
+// GCC notes that passing AVX-512 registers by value changes the psABI. Every function here
+// that does has internal linkage (anonymous namespace), so no caller in another unit, built
+// for another ISA, can disagree on it.
+#pragma GCC diagnostic ignored "-Wpsabi"
+// GCC 12's avx512fintrin.h initializes its "undefined" registers from themselves, which
+// -Wall reports as (maybe) uninitialized some 600 times in this unit. The warnings are
+// located in that header, so ignoring them around its #include covers only its lines.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 #endif
 
 #include "cpu/isa.h"
