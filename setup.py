@@ -20,6 +20,7 @@ MSVC gets its own flags. Only GCC on Linux is tested.
 """
 import glob
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -78,6 +79,16 @@ def _default_cuda_archs():
     # No GPU here (CI, build hosts): machine code for Ampere and Hopper, plus compute_90 PTX
     # that the driver JIT-compiles for newer cards (without it they would have no image).
     os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0+PTX"
+
+
+def _cuda_targets():
+    """The GPU code the build will carry, read off the -gencode flags torch's build passes
+    (a private helper, the same in torch 2.11-2.14): 'sm_XX' machine code and 'compute_XX'
+    PTX, by arch, e.g. ['sm_80', 'sm_90', 'compute_90']. fusedmlp.info() reports them, and
+    tests/test_cuda.py checks the built library against them."""
+    from torch.utils.cpp_extension import _get_cuda_arch_flags
+    targets = {code for flag in _get_cuda_arch_flags() for code in re.findall(r",code=(\w+)", flag)}
+    return sorted(targets, key=lambda t: (int(re.sub(r"\D", "", t)), t.startswith("compute")))
 
 
 # Micro-kernel sources that only compile for one architecture (their intrinsics headers
@@ -188,9 +199,13 @@ def _extension():
     )
     if with_cuda:
         _default_cuda_archs()
+        # Plain words and commas, no quotes to survive the shell; C++ units only (nvcc would
+        # read the commas as separating more -D options). python_module.cpp turns it into
+        # fusedmlp.info()'s "cuda_targets".
+        targets = "-DFUSEDMLP_CUDA_TARGETS=" + ",".join(_cuda_targets())
         nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
         return CUDAExtension(sources=cpu_sources + cuda_sources,
-                             extra_compile_args={"cxx": cxx, "nvcc": nvcc}, **common)
+                             extra_compile_args={"cxx": cxx + [targets], "nvcc": nvcc}, **common)
     return CppExtension(sources=cpu_sources, extra_compile_args={"cxx": cxx}, **common)
 
 

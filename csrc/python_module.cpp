@@ -25,6 +25,16 @@ constexpr bool kCudaBuilt =
     false;
 #endif
 
+// The GPU code in this build, e.g. "sm_80,sm_90,compute_90" (setup.py passes the words
+// unquoted; a variadic macro keeps the commas); empty without CUDA kernels.
+#define FUSEDMLP_STRINGIFY(...) #__VA_ARGS__
+#define FUSEDMLP_STRING_OF(...) FUSEDMLP_STRINGIFY(__VA_ARGS__)
+#ifdef FUSEDMLP_CUDA_TARGETS
+constexpr const char* kCudaTargets = FUSEDMLP_STRING_OF(FUSEDMLP_CUDA_TARGETS);
+#else
+constexpr const char* kCudaTargets = "";
+#endif
+
 pybind11::dict block_limits_dict(const cpu::BlockLimits& limits, int mr, int nr) {
   pybind11::dict d;
   d["mr"] = mr;
@@ -66,6 +76,9 @@ PYBIND11_MODULE(_C, m) {
       "(ValueError if the name is unknown or this build or CPU cannot run them).");
   m.def(
       "cuda_built", [] { return kCudaBuilt; }, "Whether the CUDA kernels were compiled in.");
+  m.def(
+      "cuda_targets", [] { return std::string(kCudaTargets); },
+      "The GPU code compiled in, comma separated: sm_XX machine code, compute_XX PTX.");
   m.def("activation_names", &fusedmlp::activation_names,
         "The activations of csrc/activation.h, comma separated, in enum order.");
   // The probe runs for a while on every torch thread: other Python threads may run meanwhile.

@@ -18,7 +18,8 @@ def info() -> dict:
     forward takes the dot-product path); ``min_work_per_thread`` (multiply-adds below which
     a GEMM stays on the calling thread); ``row_panel_max_k`` (the K, e.g. the batch of
     grad_w, up to which a GEMM with a row-major B reads it in place one row panel at a
-    time; grad_x takes that path too at up to ``mr`` rows)."""
+    time; grad_x takes that path too at up to ``mr`` rows). ``cuda_targets``: the GPU code
+    compiled in, ``sm_XX`` machine code and ``compute_XX`` PTX (empty without CUDA kernels)."""
     from . import __version__
     caches = _C.cpu_caches()
     return {
@@ -31,6 +32,7 @@ def info() -> dict:
         "cpu_blocking": _C.cpu_blocking(),
         "num_threads": torch.get_num_threads(),
         "cuda_built": _C.cuda_built(),
+        "cuda_targets": [t for t in _C.cuda_targets().split(",") if t],
         "cuda_available": torch.cuda.is_available(),
     }
 

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -76,26 +77,49 @@ def _cuobjdump():
     return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
 
 
-def test_default_arch_list_gives_ampere_hopper_code_and_ptx_for_newer_cards():
-    """Built with no GPU visible and no TORCH_CUDA_ARCH_LIST (CI, this test's own
-    condition as a stand-in for the build's): sm_80 and sm_90 machine code, plus compute_90
-    PTX for newer cards, and no PTX older than compute_80, which would JIT into the mma
-    kernels' __trap() bodies."""
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _gemm_mma_images(tool, library):
+    """The mma kernels' images in the library: {'sm_80', ...} machine code, {'compute_90',
+    ...} PTX (cuobjdump names PTX by the arch it targets: gemm_mma.sm_90.ptx)."""
+    def listing(kind):
+        return subprocess.run([tool, f"--list-{kind}", library], capture_output=True,
+                              text=True, check=True).stdout
+    elves = set(re.findall(r"gemm_mma\.(sm_\d+a?)\.cubin", listing("elf")))
+    ptx = {"compute_" + arch for arch in re.findall(r"gemm_mma\.sm_(\d+a?)\.ptx", listing("ptx"))}
+    return elves, ptx
+
+
+def test_build_carries_the_gpu_code_it_reports():
+    """fusedmlp.info()["cuda_targets"] (what setup.py asked nvcc for) is exactly the mma
+    kernels' machine code and PTX in the library, with no PTX older than compute_80 (it
+    would JIT into the mma kernels' __trap() bodies)."""
     if not fusedmlp.info()["cuda_built"]:
         pytest.skip("this build has no CUDA kernels")
-    if torch.cuda.is_available() or os.environ.get("TORCH_CUDA_ARCH_LIST"):
-        pytest.skip("with a GPU visible or TORCH_CUDA_ARCH_LIST set, the build targets those")
     tool = _cuobjdump()
     if tool is None:
         pytest.skip("no cuobjdump (CUDA toolkit or Triton) to list the build's images")
-    library = fusedmlp._C.__file__
-    elves = subprocess.run([tool, "--list-elf", library], capture_output=True, text=True,
-                           check=True).stdout
-    ptx = subprocess.run([tool, "--list-ptx", library], capture_output=True, text=True,
-                         check=True).stdout
-    assert "gemm_mma.sm_80.cubin" in elves and "gemm_mma.sm_90.cubin" in elves, elves
-    assert "gemm_mma.sm_90.ptx" in ptx, ptx
-    assert all(int(arch) >= 80 for arch in re.findall(r"\.sm_(\d+)\.ptx", ptx)), ptx
+    elves, ptx = _gemm_mma_images(tool, fusedmlp._C.__file__)
+    targets = fusedmlp.info()["cuda_targets"]
+    assert elves | ptx == set(targets), (targets, elves, ptx)
+    assert elves, "no machine code for any GPU"
+    assert all(int(re.sub(r"\D", "", arch)) >= 80 for arch in ptx), ptx
+
+
+def test_default_arch_list_gives_ampere_hopper_code_and_ptx_for_newer_cards():
+    """A build with no GPU visible and no TORCH_CUDA_ARCH_LIST (CI, build hosts) asks for
+    sm_80 and sm_90 machine code plus compute_90 PTX, which the driver JIT-compiles for
+    newer cards (without it they would have no image). Asked of setup.py in a child process
+    that sees no GPU, so this holds on a GPU machine too."""
+    child = ("import os, setup; setup._default_cuda_archs(); "
+             "print(os.environ['TORCH_CUDA_ARCH_LIST'], setup._cuda_targets())")
+    env = {k: v for k, v in os.environ.items() if k != "TORCH_CUDA_ARCH_LIST"}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    out = subprocess.run([sys.executable, "-c", child], cwd=ROOT, env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[-2] == "8.0;9.0+PTX ['sm_80', 'sm_90', 'compute_90']", out.stdout
 
 
 @gpu_test

@@ -1,6 +1,7 @@
 """The ops as torch sees them: opcheck, torch.compile, torch.export, the info helpers."""
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -70,6 +71,9 @@ def test_info_reports_build_and_isa():
     assert info["cpu_isa"] in ("generic", "avx2", "avx512", "neon")
     assert info["num_threads"] == torch.get_num_threads()
     assert isinstance(info["cuda_built"], bool)
+    # A CUDA build names the GPU code it carries (test_cuda checks it against the library).
+    assert bool(info["cuda_targets"]) == info["cuda_built"], info["cuda_targets"]
+    assert all(re.fullmatch(r"(sm|compute)_\d+a?", t) for t in info["cuda_targets"])
     out = subprocess.run([sys.executable, "-m", "fusedmlp.info"], capture_output=True,
                          text=True, check=True).stdout
     assert "cpu_isa" in out and info["cpu_isa"] in out
