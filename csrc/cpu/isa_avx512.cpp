@@ -13,7 +13,7 @@
 // for another ISA, can disagree on it.
 #pragma GCC diagnostic ignored "-Wpsabi"
 // GCC 12's avx512fintrin.h initializes its "undefined" registers from themselves, which
-// -Wall reports as (maybe) uninitialized some 600 times in this unit. The warnings are
+// -Wall reports as (maybe) uninitialized some 540 times in this unit. The warnings are
 // located in that header, so ignoring them around its #include covers only its lines.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
