@@ -101,7 +101,7 @@ def _ddp_worker(rank, world, store_path, fused, out_path):
     dist.destroy_process_group()
     # Leave without the interpreter's teardown: at exit, after destroy_process_group has
     # returned, torch 2.14's gloo aborts a worker now and then ("terminate called without an
-    # active exception", SIGABRT; 9 of 60 two-process runs here, 0 of 60 with this exit).
+    # active exception", SIGABRT; 9 of 60 two-process runs here, 0 of 100 with this exit).
     # Everything the worker produces is written by now.
     sys.stdout.flush()
     sys.stderr.flush()
