@@ -20,9 +20,7 @@ step() { printf '\n== dist-check: %s\n' "$*"; }
 
 step "clean copy of the tree (tracked and untracked, not ignored) in $WORK/src"
 mkdir "$WORK/src"
-(cd "$ROOT" && git ls-files --cached --others --exclude-standard -z |
-   while IFS= read -r -d '' f; do [[ -e "$f" ]] && printf '%s\0' "$f"; done |
-   tar --null -T - -cf -) | tar -xf - -C "$WORK/src"
+bash "$ROOT/scripts/copy_tree.sh" "$WORK/src"
 
 step "sdist"
 (cd "$WORK/src" && "$PY" setup.py -q sdist --dist-dir "$WORK/sdist" > "$WORK/sdist.log" 2>&1) ||

@@ -57,9 +57,7 @@ fi
 step "copy of the tree (tracked and untracked, not ignored) in $WORK/src"
 rm -rf "$WORK/src"
 mkdir -p "$WORK/src"
-(cd "$ROOT" && git ls-files --cached --others --exclude-standard -z |
-   while IFS= read -r -d '' f; do [[ -e "$f" ]] && printf '%s\0' "$f"; done |
-   tar --null -T - -cf -) | tar -xf - -C "$WORK/src"
+bash "$ROOT/scripts/copy_tree.sh" "$WORK/src"
 
 step "build (MAX_JOBS=${MAX_JOBS:-unset}; build directory $WORK/temp kept between runs)"
 start=$SECONDS
