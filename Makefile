@@ -9,6 +9,9 @@ TORCH_SPEC ?= torch==2.14.1
 # Library models the fuse() tests run on; torchvision's release is tied to torch's (change
 # both together, e.g. TORCH_SPEC=torch==2.13.0 TEST_MODEL_SPECS="torchvision==0.28.0 timm==1.0.31").
 TEST_MODEL_SPECS ?= torchvision==0.29.1 timm==1.0.31
+# The other packages the build, the tests and the demo need (oldest-torch-check's venv too).
+TEST_DEPS := numpy pytest expecttest hypothesis ninja setuptools>=77 wheel scikit-learn tqdm \
+	matplotlib
 export MAX_JOBS ?= 2
 
 SOURCES := setup.py pyproject.toml $(shell find csrc -type f 2>/dev/null)
@@ -21,8 +24,7 @@ setup: $(VENV)/.built
 # Re-run when the package list here or in pyproject.toml changes (an older venv would lack them).
 $(VENV)/.deps: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)" numpy pytest expecttest hypothesis ninja "setuptools>=77" wheel \
-		scikit-learn tqdm matplotlib $(TEST_MODEL_SPECS)
+	$(PY) -m pip install --quiet "$(TORCH_SPEC)" $(foreach dep,$(TEST_DEPS),'$(dep)') $(TEST_MODEL_SPECS)
 	touch $@
 
 # The extension is compiled against the torch in the venv (hence --no-build-isolation).
@@ -90,7 +92,7 @@ arm-check: $(VENV)/.deps
 # machines' release), in its own venv and copy of the tree under build/oldest-torch (skipped
 # with a message where no index offers that torch). See scripts/oldest_torch_check.sh.
 oldest-torch-check:
-	PYTHON=$(PYTHON) bash scripts/oldest_torch_check.sh
+	PYTHON=$(PYTHON) TEST_DEPS='$(TEST_DEPS)' bash scripts/oldest_torch_check.sh
 
 # The same standalone GEMM check, natively: every ISA this CPU has, no torch in the loop.
 gemm-check: $(VENV)/.deps

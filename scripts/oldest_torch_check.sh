@@ -11,6 +11,7 @@
 # changed). Nothing under .venv or fusedmlp/ is touched.
 #
 # PYTHON: the interpreter the venv is made from (default python3).
+# TEST_DEPS: the packages besides torch and the library models (the Makefile's list).
 # OLDEST_TORCH_SPEC / OLDEST_TEST_MODEL_SPECS: override the torch pin and the library
 # models' releases that go with it (torchvision's release is tied to torch's).
 # Where no package index offers that torch (or a test package for it), the check says so
@@ -29,7 +30,7 @@ VPY="$VENV/bin/python"
 step() { printf '\n== oldest-torch-check: %s\n' "$*"; }
 
 step "venv $VENV with $TORCH_SPEC, $MODEL_SPECS"
-deps="$TORCH_SPEC numpy pytest expecttest hypothesis ninja setuptools>=77 wheel scikit-learn tqdm matplotlib $MODEL_SPECS"
+deps="$TORCH_SPEC ${TEST_DEPS:?run through make oldest-torch-check, which sets TEST_DEPS} $MODEL_SPECS"
 if [[ ! -x "$VPY" || "$(cat "$VENV/.deps" 2>/dev/null)" != "$deps" ]]; then
   rm -rf "$VENV"
   mkdir -p "$WORK"
