@@ -36,6 +36,20 @@ def random_like(t, seed):
     return torch.randn(t.shape, dtype=t.dtype, generator=torch.Generator().manual_seed(seed))
 
 
+def input_in_layout(layout, randn, rows, k):
+    """A (rows, k) input from randn ("nd": (rows, 2, k)) in one memory layout: contiguous,
+    transposed, every other column ("sliced"), padded rows, or a transposed 3-D tensor."""
+    if layout == "transposed":
+        return randn(k, rows).t()
+    if layout == "sliced":
+        return randn(rows, 2 * k)[:, ::2]
+    if layout == "row_padded":
+        return randn(rows, k + 3)[:, :k]
+    if layout == "nd":
+        return randn(2, rows, k).transpose(0, 1)
+    return randn(rows, k)
+
+
 @st.composite
 def layer_inputs(draw, unit_preactivations=False):
     """(x, w, b, isa). unit_preactivations: x scaled by 1/sqrt(in_features), so that the
@@ -50,17 +64,9 @@ def layer_inputs(draw, unit_preactivations=False):
     def randx(*shape):
         return randn(*shape) / max(k, 1) ** 0.5 if unit_preactivations else randn(*shape)
 
-    x_layout = draw(st.sampled_from(["contiguous", "transposed", "sliced", "nd", "row_padded"]))
-    if x_layout == "transposed":
-        x = randx(k, rows).t()
-    elif x_layout == "sliced":
-        x = randx(rows, 2 * k)[:, ::2]
-    elif x_layout == "row_padded":
-        x = randx(rows, k + 3)[:, :k]
-    elif x_layout == "nd":
-        x = randx(2, rows, k).transpose(0, 1)
-    else:
-        x = randx(rows, k)
+    x = input_in_layout(
+        draw(st.sampled_from(["contiguous", "transposed", "sliced", "nd", "row_padded"])),
+        randx, rows, k)
     w = randn(k, n).t() if draw(st.booleans()) else randn(n, k)
     bias_kind = draw(st.sampled_from(["none", "contiguous", "expanded", "sliced"]))
     b = {"none": None, "contiguous": randn(n) if n else randn(0),
@@ -181,11 +187,8 @@ def mlp_inputs(draw):
     def randn(*shape):
         return torch.randn(*shape, dtype=dtype, generator=gen)
 
-    x_layout = draw(st.sampled_from(["contiguous", "transposed", "sliced", "nd"]))
-    k = widths[0]
-    x = {"contiguous": lambda: randn(rows, k), "transposed": lambda: randn(k, rows).t(),
-         "sliced": lambda: randn(rows, 2 * k)[:, ::2],
-         "nd": lambda: randn(2, rows, k).transpose(0, 1)}[x_layout]()
+    x = input_in_layout(draw(st.sampled_from(["contiguous", "transposed", "sliced", "nd"])),
+                        randn, rows, widths[0])
     weights, biases = [], []
     for n_in, n_out in zip(widths[:-1], widths[1:]):
         w = randn(n_in, n_out).t() if draw(st.booleans()) else randn(n_out, n_in)
